@@ -1,0 +1,1 @@
+"""Network modules: layers, CSPNeXt backbone, PAFPN neck, SepBN head, detector."""

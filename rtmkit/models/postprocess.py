@@ -1,0 +1,115 @@
+"""Detection post-processing, batched over images, levels and classes (fact sheet C).
+
+Reference order per image: sigmoid -> per level keep (prior, class) pairs with score > score_thr, the
+``nms_pre`` best of each level -> decode from prior points -> clamp to the padded input -> rescale to the
+original image -> drop boxes with width or height <= min_bbox_size -> class-aware NMS -> best ``max_per_img``.
+Here all images and levels are handled at once: the pairs above threshold are ranked inside their
+(image, level) segment with two sorts instead of a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import PostprocessConfig
+from ..ops.boxes import distance2bbox, grid_priors
+from ..ops.nms import batched_nms
+
+# MMCV's batched_nms switches from the coordinate-offset trick to one NMS per class at this many boxes.
+# The offset trick rounds coordinates differently, so we reproduce the switch to get identical decisions.
+SPLIT_THR = 10000
+
+
+@dataclass
+class Detections:
+    """Detections of one image, in original-image pixels, sorted by descending score."""
+
+    boxes: torch.Tensor  # [N, 4] xyxy float32
+    scores: torch.Tensor  # [N]
+    labels: torch.Tensor  # [N] int64
+
+
+def _rank_in_segment(segment: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Rank of every element inside its segment when the elements are visited in ``order``."""
+    seg_sorted = segment[order]
+    by_seg = torch.sort(seg_sorted, stable=True).indices  # keeps the visiting order inside a segment
+    seg_in_seg_order = seg_sorted[by_seg]
+    n = segment.numel()
+    pos = torch.arange(n, device=segment.device)
+    is_start = torch.ones(n, dtype=torch.bool, device=segment.device)
+    is_start[1:] = seg_in_seg_order[1:] != seg_in_seg_order[:-1]
+    start_pos = torch.cummax(torch.where(is_start, pos, torch.zeros_like(pos)), dim=0).values
+    rank = torch.empty_like(pos)
+    rank[order[by_seg]] = pos - start_pos
+    return rank
+
+
+def postprocess(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], strides: tuple[int, ...],
+                cfg: PostprocessConfig, scale_factors: torch.Tensor, orig_sizes: torch.Tensor | None = None
+                ) -> list[Detections]:
+    """Turn raw head outputs into per-image detections.
+
+    ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized / original size per image.
+    ``orig_sizes``: ``[B, 2]`` (h, w) of the original images, needed for ``cfg.clip == "image"``.
+    """
+    device = cls_scores[0].device
+    batch, num_classes = cls_scores[0].shape[:2]
+    in_h, in_w = cls_scores[0].shape[2] * strides[0], cls_scores[0].shape[3] * strides[0]
+    sizes = [tuple(c.shape[2:]) for c in cls_scores]
+    priors = grid_priors(sizes, strides, device=device)
+    level_of_prior = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sizes)])
+    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_scores], 1).sigmoid()
+    dists = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
+
+    # (image, prior, class) triples above threshold, visited in descending score order.
+    img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
+    cand_scores = scores.view(batch, -1)[img, flat]
+    prior, label = flat // num_classes, flat % num_classes
+    order = torch.sort(cand_scores, descending=True, stable=True).indices
+    rank = _rank_in_segment(img * len(strides) + level_of_prior[prior], order)
+    order = order[rank[order] < cfg.nms_pre]
+    img, prior, label, cand_scores = img[order], prior[order], label[order], cand_scores[order]
+
+    boxes = distance2bbox(priors[prior], dists[img, prior])
+    if cfg.clip != "none":
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, in_w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h)
+    # float32(1 / scale), computed in double like the reference's ``scale_boxes``.
+    inv_scale = (1.0 / scale_factors.to(device=device, dtype=torch.float64)).float()
+    boxes = boxes * inv_scale[img].repeat(1, 2)
+    if cfg.clip == "image":
+        if orig_sizes is None:
+            raise ValueError("clip='image' needs the original image sizes")
+        limit = orig_sizes.to(device=device, dtype=boxes.dtype).flip(1)[img]  # (w, h) per box
+        boxes = torch.minimum(boxes.clamp(min=0), limit.repeat(1, 2))
+    wh_ok = ((boxes[:, 2] - boxes[:, 0]) > cfg.min_bbox_size) & ((boxes[:, 3] - boxes[:, 1]) > cfg.min_bbox_size)
+    boxes, img, label, cand_scores = boxes[wh_ok], img[wh_ok], label[wh_ok], cand_scores[wh_ok]
+
+    if cfg.agnostic:
+        groups, nms_boxes = img, boxes
+    else:
+        groups = img * num_classes + label
+        nms_boxes = boxes
+        per_image = torch.bincount(img, minlength=batch)
+        offset_images = per_image < SPLIT_THR
+        if bool(offset_images.any()) and boxes.numel():
+            max_coord = torch.full((batch,), float("-inf"), device=device).scatter_reduce(
+                0, img, boxes.max(dim=1).values, reduce="amax")
+            offset = label.to(boxes.dtype) * (max_coord[img] + 1)
+            offset = torch.where(offset_images[img], offset, torch.zeros_like(offset))
+            nms_boxes = boxes + offset[:, None]
+    keep = batched_nms(nms_boxes, cand_scores, groups, cfg.iou_thr, images=img,
+                       max_per_image=cfg.max_per_img, presorted=True)
+
+    # Kept boxes are in score order; take the first max_per_img of every image.
+    k_img = img[keep]
+    rank = _rank_in_segment(k_img, torch.arange(keep.numel(), device=device))
+    keep = keep[rank < cfg.max_per_img]
+    k_img = img[keep]
+    by_img = torch.sort(k_img, stable=True).indices
+    keep = keep[by_img]
+    counts = torch.bincount(k_img, minlength=batch).tolist()
+    return [Detections(b, s, lab) for b, s, lab in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
+                                                      label[keep].split(counts))]
