@@ -14,6 +14,7 @@ from typing import Any
 from .models.backbone import ARCHS, stage_channels
 
 CLIP_MODES = ("input", "image", "none")
+NMS_SPACES = ("image", "input")
 
 
 @dataclass
@@ -23,6 +24,9 @@ class PostprocessConfig:
     ``clip``: ``"input"`` clamps decoded boxes to the padded network input, as the reference does (boxes can then
     extend past the original image by up to the padding); ``"image"`` additionally clips them to the original
     image; ``"none"`` does not clamp at all (what exported graphs usually do).
+    ``nms_space``: ``"image"`` runs NMS on boxes already rescaled to the original image (the reference);
+    ``"input"`` runs it in network-input pixels, as exported end-to-end graphs do. The two differ only for pairs
+    whose IoU is within rounding of the threshold. ``min_bbox_size < 0`` disables the box-size filter.
     """
 
     score_thr: float = 0.001
@@ -32,10 +36,13 @@ class PostprocessConfig:
     min_bbox_size: float = 0.0
     agnostic: bool = False
     clip: str = "input"
+    nms_space: str = "image"
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_MODES:
             raise ValueError(f"clip must be one of {CLIP_MODES}, got {self.clip!r}")
+        if self.nms_space not in NMS_SPACES:
+            raise ValueError(f"nms_space must be one of {NMS_SPACES}, got {self.nms_space!r}")
         if not 0.0 <= self.iou_thr <= 1.0:
             raise ValueError(f"iou_thr must be in [0, 1], got {self.iou_thr}")
         if self.nms_pre <= 0 or self.max_per_img <= 0:
@@ -144,6 +151,12 @@ CONFIGS: dict[str, RTMDetConfig] = {
         "rtmdet-nano-person", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
         input_size=320, class_names=("person",),
         eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
+    "rtmdet-nano-hand": _det(
+        "rtmdet-nano-hand", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
+        input_size=320, class_names=("hand",),
+        eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
+    # RTMPose's larger person detector: rtmdet-m with one class.
+    "rtmdet-m-person": _det("rtmdet-m-person", 0.67, 0.75, 2, True, num_classes=1, class_names=("person",)),
 }
 
 

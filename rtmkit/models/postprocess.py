@@ -78,28 +78,32 @@ def postprocess(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], 
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h)
     # float32(1 / scale), computed in double like the reference's ``scale_boxes``.
     inv_scale = (1.0 / scale_factors.to(device=device, dtype=torch.float64)).float()
+    input_boxes = boxes
     boxes = boxes * inv_scale[img].repeat(1, 2)
     if cfg.clip == "image":
         if orig_sizes is None:
             raise ValueError("clip='image' needs the original image sizes")
         limit = orig_sizes.to(device=device, dtype=boxes.dtype).flip(1)[img]  # (w, h) per box
         boxes = torch.minimum(boxes.clamp(min=0), limit.repeat(1, 2))
-    wh_ok = ((boxes[:, 2] - boxes[:, 0]) > cfg.min_bbox_size) & ((boxes[:, 3] - boxes[:, 1]) > cfg.min_bbox_size)
-    boxes, img, label, cand_scores = boxes[wh_ok], img[wh_ok], label[wh_ok], cand_scores[wh_ok]
+    if cfg.min_bbox_size >= 0:
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
+        boxes, input_boxes = boxes[ok], input_boxes[ok]
+        img, label, cand_scores = img[ok], label[ok], cand_scores[ok]
 
+    nms_boxes = input_boxes if cfg.nms_space == "input" else boxes
     if cfg.agnostic:
-        groups, nms_boxes = img, boxes
+        groups = img
     else:
         groups = img * num_classes + label
-        nms_boxes = boxes
         per_image = torch.bincount(img, minlength=batch)
         offset_images = per_image < SPLIT_THR
         if bool(offset_images.any()) and boxes.numel():
             max_coord = torch.full((batch,), float("-inf"), device=device).scatter_reduce(
-                0, img, boxes.max(dim=1).values, reduce="amax")
+                0, img, nms_boxes.max(dim=1).values, reduce="amax")
             offset = label.to(boxes.dtype) * (max_coord[img] + 1)
             offset = torch.where(offset_images[img], offset, torch.zeros_like(offset))
-            nms_boxes = boxes + offset[:, None]
+            nms_boxes = nms_boxes + offset[:, None]
     keep = batched_nms(nms_boxes, cand_scores, groups, cfg.iou_thr, images=img,
                        max_per_image=cfg.max_per_img, presorted=True)
 

@@ -1,0 +1,216 @@
+"""The user-facing ``RTMDet`` class: build, load weights, predict."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_class_names,
+    checkpoint_config,
+    extract_state_dict,
+    load_checkpoint_file,
+    load_weights,
+    save_checkpoint,
+)
+from .config import PostprocessConfig, RTMDetConfig, get_config
+from .data.classes import COCO_CLASSES
+from .data.preprocess import preprocess
+from .data.sources import Frame, iter_frames
+from .models.detector import RTMDetNet
+from .models.postprocess import postprocess
+from .results import Result
+
+
+def select_device(device: str | int | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"``: the first GPU if there is one, else the CPU; an int means that CUDA device."""
+    if device is None or device == "auto" or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, int) or (isinstance(device, str) and device.isdigit()):
+        device = f"cuda:{device}"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    return dev
+
+
+def _default_names(cfg: RTMDetConfig) -> tuple[str, ...]:
+    if cfg.class_names is not None:
+        return cfg.class_names
+    if cfg.num_classes == len(COCO_CLASSES):
+        return COCO_CLASSES
+    return tuple(f"class{i}" for i in range(cfg.num_classes))
+
+
+class RTMDet:
+    """An RTMDet detector ready for inference.
+
+    >>> model = RTMDet("rtmdet-s", weights="rtmdet_s.pth")     # official MMDetection checkpoint
+    >>> results = model.predict("images/", conf=0.4)
+
+    ``model`` is a config name (see ``rtmkit.config.CONFIGS``) or an rtmkit checkpoint (which stores its config).
+    ``weights`` is a checkpoint path, URL or model-zoo name; ``True`` means the zoo weights of ``model``; without
+    weights the network is freshly initialised. ``num_classes`` is taken from the checkpoint when not given.
+    Other keyword arguments override config fields (``input_size=416`` ...).
+    """
+
+    def __init__(self, model: str | os.PathLike = "rtmdet-s", weights: str | os.PathLike | bool | None = None,
+                 device: str | int | torch.device | None = None, *, num_classes: int | None = None,
+                 class_names: list[str] | tuple[str, ...] | None = None, strict: bool = True, **overrides: Any):
+        ckpt: dict | None = None
+        source = str(weights) if weights not in (None, True, False) else None
+        model_str = str(model)
+        if model_str.endswith((".pth", ".pt")) and Path(model_str).is_file():
+            if weights not in (None, False):
+                raise ValueError("pass either a checkpoint as `model` or `weights=`, not both")
+            source = model_str
+            ckpt = load_checkpoint_file(model_str)
+            stored = checkpoint_config(ckpt)
+            if stored is None:
+                raise CheckpointError(
+                    f"{model_str}: this checkpoint does not say which architecture it is (an official MMDetection "
+                    "file?): use RTMDet('<config name>', weights='{model_str}'), e.g. RTMDet('rtmdet-s', ...)")
+            cfg = RTMDetConfig.from_dict(stored)
+        else:
+            cfg = get_config(model_str)
+            if weights is True:
+                source = model_str
+            if source is not None:
+                from .zoo import resolve_weights
+
+                ckpt = load_checkpoint_file(resolve_weights(source))
+        state_dict = extract_state_dict(ckpt, source or "<checkpoint>") if ckpt is not None else None
+
+        if state_dict is not None and num_classes is None and "bbox_head.rtm_cls.0.weight" in state_dict:
+            num_classes = int(state_dict["bbox_head.rtm_cls.0.weight"].shape[0])
+        if class_names is None and ckpt is not None:
+            stored_names = checkpoint_class_names(ckpt)
+            if stored_names is not None and len(stored_names) == (num_classes or cfg.num_classes):
+                class_names = tuple(stored_names)
+        if num_classes is not None and num_classes != cfg.num_classes:
+            overrides.setdefault("num_classes", num_classes)
+            overrides.setdefault("class_names", None)
+        if class_names is not None:
+            overrides["class_names"] = tuple(class_names)
+        if overrides:
+            if isinstance(overrides.get("eval"), dict):
+                overrides["eval"] = dataclasses.replace(cfg.eval, **overrides["eval"])
+            cfg = dataclasses.replace(cfg, **overrides)
+
+        self.cfg = cfg
+        self.device = select_device(device)
+        self.net = RTMDetNet(cfg)
+        if state_dict is not None:
+            load_weights(self.net, state_dict, strict=strict, source=source or "<checkpoint>")
+        self.net.to(self.device).eval()
+        self.weights = source
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def names(self) -> dict[int, str]:
+        return dict(enumerate(_default_names(self.cfg)))
+
+    @property
+    def input_size(self) -> int:
+        return self.cfg.input_size
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.net.parameters())
+        return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.input_size}, "
+                f"params={n / 1e6:.2f}M, device={self.device}, weights={self.weights!r})")
+
+    # ------------------------------------------------------------------ inference
+    def postprocess_config(self, preset: str = "deploy", *, conf: float | None = None, iou: float | None = None,
+                           max_det: int | None = None, nms_pre: int | None = None, agnostic: bool | None = None,
+                           clip: str | None = None, min_size: float | None = None,
+                           nms_space: str | None = None) -> PostprocessConfig:
+        """The preset's post-processing settings with any given overrides applied."""
+        changes = {"score_thr": conf, "iou_thr": iou, "max_per_img": max_det, "nms_pre": nms_pre,
+                   "agnostic": agnostic, "clip": clip, "min_bbox_size": min_size, "nms_space": nms_space}
+        return dataclasses.replace(self.cfg.preset(preset), **{k: v for k, v in changes.items() if v is not None})
+
+    def _check_imgsz(self, imgsz: int | None) -> int:
+        size = imgsz or self.cfg.input_size
+        step = max(self.cfg.strides)
+        if size % step:
+            raise ValueError(f"imgsz must be a multiple of {step} for {self.cfg.name}, got {size}")
+        return size
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: list[np.ndarray], post: PostprocessConfig, imgsz: int | None = None
+                       ) -> list[Result]:
+        """Run on a list of ``HxWx3`` BGR uint8 arrays (one batch)."""
+        size = self._check_imgsz(imgsz)
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        t0 = time.perf_counter()
+        batch, scales = preprocess(images, size, self.cfg.mean, self.cfg.std, self.cfg.pad_value, self.device)
+        sync()
+        t1 = time.perf_counter()
+        cls_scores, bbox_preds = self.net(batch)
+        sync()
+        t2 = time.perf_counter()
+        orig = torch.tensor([img.shape[:2] for img in images])
+        dets = postprocess(cls_scores, bbox_preds, self.net.strides, post, scales, orig)
+        out = []
+        for img, det in zip(images, dets):
+            out.append(Result(det.boxes.float().cpu().numpy(), det.scores.float().cpu().numpy(),
+                              det.labels.cpu().numpy(), self.names, tuple(img.shape[:2]), orig_img=img))
+        t3 = time.perf_counter()
+        n = len(images)
+        speed = {"preprocess": (t1 - t0) * 1e3 / n, "forward": (t2 - t1) * 1e3 / n,
+                 "postprocess": (t3 - t2) * 1e3 / n}
+        for r in out:
+            r.speed = dict(speed)
+        return out
+
+    def stream(self, source: Any, *, preset: str = "deploy", batch: int = 1, imgsz: int | None = None,
+               keep_images: bool = True, **overrides: Any) -> Iterator[Result]:
+        """Like :meth:`predict`, but yields results one by one while decoding the source lazily."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        post = self.postprocess_config(preset, **overrides)
+        pending: list[Frame] = []
+
+        def flush() -> Iterator[Result]:
+            results = self.predict_arrays([f.image for f in pending], post, imgsz)
+            for f, r in zip(pending, results):
+                r.path, r.frame = f.path, f.frame
+                if not keep_images:
+                    r.orig_img = None
+                yield r
+            pending.clear()
+
+        for frame in iter_frames(source):
+            pending.append(frame)
+            if len(pending) == batch:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+    def predict(self, source: Any, *, preset: str = "deploy", batch: int = 1, imgsz: int | None = None,
+                keep_images: bool = True, **overrides: Any) -> list[Result]:
+        """Detect objects in ``source`` (path, folder, glob, list, BGR array(s), video): one Result per image.
+
+        ``preset``: ``"deploy"`` (default: score > 0.3, 100 boxes per image) or ``"eval"`` (the config's test_cfg,
+        e.g. score > 0.001, IoU 0.65, 300 boxes: what COCO evaluation uses). Overrides: ``conf``, ``iou``,
+        ``max_det``, ``nms_pre``, ``agnostic``, ``clip`` ("input" | "image" | "none"), ``min_size``,
+        ``nms_space`` ("image" | "input"); see :class:`rtmkit.PostprocessConfig`.
+        """
+        return list(self.stream(source, preset=preset, batch=batch, imgsz=imgsz, keep_images=keep_images,
+                                **overrides))
+
+    __call__ = predict
+
+    # ------------------------------------------------------------------ saving
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an rtmkit checkpoint (MMDetection-compatible layout plus the rtmkit config)."""
+        return save_checkpoint(path, self.net.state_dict(), class_names=list(_default_names(self.cfg)),
+                               config=self.cfg.to_dict())

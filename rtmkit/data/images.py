@@ -1,0 +1,78 @@
+"""Reading images the way the reference does (OpenCV, BGR uint8), with clear errors for bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv")
+
+
+class ImageReadError(ValueError):
+    """An image file or array that cannot be used, with the file and the reason in the message."""
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def is_video_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    # A complete JPEG ends with the EOI marker (some writers append a few padding bytes after it).
+    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode a file to an ``HxWx3`` BGR uint8 array, as MMDetection's ``LoadImageFromFile`` does.
+
+    Grayscale is expanded to 3 channels, alpha is dropped and 16-bit images are reduced to 8 bits (OpenCV's
+    ``IMREAD_COLOR``). Missing, empty, undecodable and truncated files raise :class:`ImageReadError`.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from None
+    if not data:
+        raise ImageReadError(f"{path}: file is empty")
+    if _jpeg_truncated(data):
+        raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); the file is incomplete")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+    return img
+
+
+def as_bgr_uint8(img: np.ndarray, name: str = "<array>") -> np.ndarray:
+    """Normalise a user array to ``HxWx3`` BGR uint8: gray (HxW or HxWx1) -> 3 channels, BGRA -> BGR,
+    uint16 -> uint8 (top 8 bits, like OpenCV), bool -> 0/255. Other dtypes are refused with a clear message."""
+    if not isinstance(img, np.ndarray):
+        raise ImageReadError(f"{name}: expected a numpy array, got {type(img).__name__}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] not in (3, 4)):
+        raise ImageReadError(f"{name}: expected an HxW, HxWx1, HxWx3 (BGR) or HxWx4 (BGRA) image, got shape "
+                             f"{img.shape}")
+    if img.shape[0] == 0 or img.shape[1] == 0:
+        raise ImageReadError(f"{name}: empty image of shape {img.shape}")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{name}: unsupported dtype {img.dtype}; pass uint8 (or uint16) BGR pixels, e.g. "
+                             "(img * 255).clip(0, 255).astype(np.uint8) for floats in [0, 1]")
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.shape[2] == 4:
+        img = np.ascontiguousarray(img[:, :, :3])
+    return np.ascontiguousarray(img)

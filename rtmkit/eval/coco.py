@@ -1,0 +1,89 @@
+"""COCO box evaluation with pycocotools (the reference's evaluator).
+
+Predictions are exported as the reference does (fact sheet F): [x1, y1, x2 - x1, y2 - y1], label -> category id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+              "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
+
+def _require_pycocotools():
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError as e:
+        raise ImportError("COCO evaluation needs pycocotools: pip install pycocotools") from e
+    return COCO, COCOeval
+
+
+def label_to_category(class_names: Sequence[str], categories: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """Map model class indices to the annotation file's category ids, by name (or by order when the names
+    do not match but the counts do, as for COCO models whose names differ slightly)."""
+    by_name = {c["name"]: c["id"] for c in categories}
+    if all(n in by_name for n in class_names):
+        return {i: by_name[n] for i, n in enumerate(class_names)}
+    ordered = sorted(categories, key=lambda c: c["id"])
+    if len(ordered) == len(class_names):
+        return {i: c["id"] for i, c in enumerate(ordered)}
+    missing = [n for n in class_names if n not in by_name]
+    raise ValueError(f"model classes {missing[:5]} not found among the annotation categories")
+
+
+def to_coco_detections(image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                       label_map: dict[int, int]) -> list[dict[str, Any]]:
+    out = []
+    for b, s, lab in zip(boxes.tolist(), scores.tolist(), labels.tolist()):
+        if lab not in label_map:
+            continue
+        out.append({"image_id": int(image_id), "category_id": int(label_map[lab]),
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]], "score": float(s)})
+    return out
+
+
+def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
+                  category_ids: Iterable[int] | None = None, verbose: bool = False) -> dict[str, Any]:
+    """pycocotools COCOeval (bbox) on the given detections; returns the 12 summary numbers and per-class AP."""
+    COCO, COCOeval = _require_pycocotools()
+    data = json.loads(Path(gt).read_text()) if not isinstance(gt, dict) else copy.deepcopy(gt)
+    data.setdefault("info", {})
+    data.setdefault("licenses", [])
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink):
+        coco_gt = COCO()
+        coco_gt.dataset = data
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(detections) if detections else COCO()
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        if image_ids is not None:
+            ev.params.imgIds = sorted(set(image_ids))
+        if category_ids is not None:
+            ev.params.catIds = sorted(set(category_ids))
+        if detections:
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+    if verbose:
+        print(sink.getvalue())
+    if not detections:
+        return {name: 0.0 for name in STAT_NAMES} | {"per_class_AP": {}}
+    stats = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    precision = ev.eval["precision"]  # [T, R, K, A, M]
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[int(cat_id)] = float(p.mean()) if p.size else float("nan")
+    stats["per_class_AP"] = per_class
+    return stats
