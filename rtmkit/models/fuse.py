@@ -1,0 +1,36 @@
+"""Inference-only speed-ups: fold BatchNorm into the preceding convolution."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .layers import ConvBNAct
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A new conv (with bias) computing bn(conv(x)) with the BN's running statistics."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, device=conv.weight.device, dtype=conv.weight.dtype)
+    fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fuse_model(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``net`` with every ConvBNAct folded into a single conv.
+
+    Convs shared across head levels get one folded copy per level, since each level has its own BN.
+    The copy no longer has MMDetection's state-dict layout: keep the original for saving and training.
+    """
+    fused = copy.deepcopy(net).eval()
+    for module in fused.modules():
+        if isinstance(module, ConvBNAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fold_bn(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return fused
