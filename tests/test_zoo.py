@@ -386,3 +386,31 @@ def test_zoo_module_imports_only_stdlib_and_tqdm() -> None:
                  if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
     assert imported - sys.stdlib_module_names == {"tqdm"}
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))
+
+
+def test_rtmdet_weights_true_downloads_real_checkpoint(
+        server: _CountingServer, cache: Path, monkeypatch: pytest.MonkeyPatch, shared) -> None:
+    """End to end: RTMDet(name, weights=True) resolves the zoo entry, downloads it from a local server (hash
+    checked), caches it, and gives the same detections as loading the file directly."""
+    import hashlib
+    import shutil
+
+    from rtmkit import RTMDet
+
+    src = shared("weights/rtmdet_nano_person/rtmdet_nano_person.pth")
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    served = server.root / f"rtmdet_nano_person-{sha[:8]}.pth"
+    shutil.copyfile(src, served)
+    entry = dataclasses.replace(ZOO["rtmdet-nano-person"], url=f"{server.base_url}/{served.name}",
+                                sha256_prefix=sha[:8])
+    monkeypatch.setitem(ZOO, "rtmdet-nano-person", entry)
+
+    image = str(shared("data/coco_tiny/val2017/000000300039.jpg"))
+    downloaded = RTMDet("rtmdet-nano-person", weights=True, device="cpu")
+    assert (cache / served.name).read_bytes() == src.read_bytes()
+    again = RTMDet("rtmdet-nano-person", weights="rtmdet-nano-person", device="cpu")
+    assert server.count == 1  # the second model came from the cache
+    direct = RTMDet("rtmdet-nano-person", weights=src, device="cpu").predict(image)[0]
+    for model in (downloaded, again):
+        r = model.predict(image)[0]
+        assert len(r) == len(direct) > 0 and (r.boxes == direct.boxes).all()
