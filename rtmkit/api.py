@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -43,6 +44,15 @@ def select_device(device: str | int | torch.device | None = None) -> torch.devic
     return dev
 
 
+def _default_image_dir(ann_file: Path) -> Path:
+    """COCO layout: ``<root>/annotations/instances_val2017.json`` -> ``<root>/val2017``."""
+    stem = ann_file.stem.split("_", 1)[-1]
+    for candidate in (ann_file.parent.parent / stem, ann_file.parent / stem, ann_file.parent):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"cannot find the images of {ann_file}: pass images='path/to/folder'")
+
+
 def _default_names(cfg: RTMDetConfig) -> tuple[str, ...]:
     if cfg.class_names is not None:
         return cfg.class_names
@@ -78,7 +88,7 @@ class RTMDet:
             if stored is None:
                 raise CheckpointError(
                     f"{model_str}: this checkpoint does not say which architecture it is (an official MMDetection "
-                    "file?): use RTMDet('<config name>', weights='{model_str}'), e.g. RTMDet('rtmdet-s', ...)")
+                    f"file?): use RTMDet('<config name>', weights='{model_str}'), e.g. RTMDet('rtmdet-s', ...)")
             cfg = RTMDetConfig.from_dict(stored)
         else:
             cfg = get_config(model_str)
@@ -222,6 +232,33 @@ class RTMDet:
                                 **overrides))
 
     __call__ = predict
+
+    # ------------------------------------------------------------------ evaluation
+    def val(self, data: str | os.PathLike, images: str | os.PathLike | None = None, *, batch: int = 8,
+            imgsz: int | None = None, image_ids: list[int] | None = None, save_json: str | os.PathLike | None = None,
+            verbose: bool = False) -> dict[str, Any]:
+        """COCO box metrics on a COCO-format annotation file, always with the ``eval`` preset (the config's
+        test_cfg). ``images`` defaults to the folder named after the file (``annotations/instances_val2017.json``
+        -> ``val2017/``) or the file's own folder. Returns AP, AP50, ... and ``per_class_AP`` by class name."""
+        from .eval.coco import coco_evaluate, label_to_category, to_coco_detections
+
+        ann_path = Path(data)
+        gt = json.loads(ann_path.read_text())
+        root = Path(images) if images is not None else _default_image_dir(ann_path)
+        wanted = set(image_ids) if image_ids is not None else None
+        entries = [im for im in gt["images"] if wanted is None or im["id"] in wanted]
+        label_map = label_to_category(list(self.names.values()), gt["categories"])
+        detections: list[dict[str, Any]] = []
+        paths = [str(root / im["file_name"]) for im in entries]
+        for im, r in zip(entries, self.stream(paths, preset="eval", batch=batch, imgsz=imgsz, keep_images=False)):
+            detections += to_coco_detections(im["id"], r.boxes, r.scores, r.labels, label_map)
+        if save_json is not None:
+            Path(save_json).write_text(json.dumps(detections))
+        stats = coco_evaluate(gt, detections, image_ids=[im["id"] for im in entries],
+                              category_ids=sorted(label_map.values()), verbose=verbose)
+        by_cat = {v: k for k, v in label_map.items()}
+        stats["per_class_AP"] = {self.names[by_cat[c]]: ap for c, ap in stats["per_class_AP"].items()}
+        return stats
 
     # ------------------------------------------------------------------ saving
     def save(self, path: str | os.PathLike) -> Path:

@@ -71,11 +71,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     overrides = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "agnostic": args.agnostic or None,
                  "clip": args.clip}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    records, writers = [], {}
+    records, writers, used_names = [], {}, set()
+
+    def output_name(stem: str, suffix: str) -> str:
+        """A file name in the run directory that no earlier output of this run took."""
+        name, n = f"{stem}{suffix}", 2
+        while name in used_names:
+            name, n = f"{stem}_{n}{suffix}", n + 1
+        used_names.add(name)
+        return name
+
     stream = model.stream(items, preset=args.preset, batch=args.batch, imgsz=args.imgsz, **overrides)
     try:
         for i, r in enumerate(tqdm(stream, total=_count_frames(items), unit="img", desc="predict")):
-            stem = Path(r.path).stem if r.path else f"image{i}"
+            src = Path(r.path) if r.path else None
             if r.frame is not None:  # video: one annotated video per file
                 if not args.no_save:
                     if r.path not in writers:
@@ -83,11 +92,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                         fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
                         cap.release()
                         h, w = r.orig_shape
-                        out_path = save_dir / f"{stem}.mp4"
+                        out_path = save_dir / output_name(src.stem, ".mp4")
                         writers[r.path] = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
                     writers[r.path].write(r.plot())
-            elif not args.no_save:
-                r.save(save_dir / f"{stem}.jpg")
+            elif not args.no_save:  # keep the source's name and format (a.jpg and a.png must not collide)
+                suffix = src.suffix.lower() if src is not None and src.suffix else ".jpg"
+                r.save(save_dir / output_name(src.stem if src is not None else f"image{i}", suffix))
             records.append({"source": r.path or f"array{i}", "frame": r.frame, "orig_shape": list(r.orig_shape),
                             "speed_ms": r.speed, "detections": r.to_list()})
     finally:

@@ -56,7 +56,11 @@ class Result:
         """Write the annotated image to ``path`` (format from the extension)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), self.plot(**plot_kwargs)):
+        try:
+            ok = cv2.imwrite(str(path), self.plot(**plot_kwargs))
+        except cv2.error as e:  # OpenCV raises for extensions it has no encoder for
+            raise OSError(f"{path}: could not write image (unsupported extension?): {e}") from None
+        if not ok:
             raise OSError(f"{path}: could not write image (unsupported extension?)")
         return path
 

@@ -25,8 +25,13 @@ def is_video_file(path: str | os.PathLike) -> bool:
 
 
 def _jpeg_truncated(data: bytes) -> bool:
-    # A complete JPEG ends with the EOI marker (some writers append a few padding bytes after it).
-    return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]
+    """A complete JPEG has an end-of-image marker after its first scan. Inside scan data every 0xFF byte is
+    followed by 0x00 (or a restart marker), so the first FF D9 after the start-of-scan is the real end, and
+    trailing data after it (thumbnails come before the scan; motion photos append video) does not matter."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    sos = data.find(b"\xff\xda")
+    return sos < 0 or data.find(b"\xff\xd9", sos) < 0
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

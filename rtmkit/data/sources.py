@@ -39,6 +39,8 @@ def expand_source(source: Any) -> list[Any]:
             if not files:
                 raise FileNotFoundError(f"{path}: folder has no images or videos")
             return [str(p) for p in files]
+        if path.is_file():  # before glob handling: names like "img[1].jpg" are files, not patterns
+            return [text]
         if any(ch in text for ch in "*?["):
             files = sorted(f for f in glob.glob(text, recursive=True) if is_image_file(f) or is_video_file(f))
             if not files:
