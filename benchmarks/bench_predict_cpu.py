@@ -1,18 +1,25 @@
 """CPU latency of RTMDet inference, split into preprocess / forward / postprocess.
 
 Run: python benchmarks/bench_predict_cpu.py [--model rtmdet-tiny] [--imgsz 640] [--runs 20] [--threads 2]
+         [--reference-python .venv-reference/bin/python]
 
 Weights: the golden det_tiny state dict from shared/reference (scores spread like a trained model's, so that
 post-processing at the eval preset does real work); without shared assets, fresh random weights (post-processing
 then looks cheaper than it is). Variants are timed in the same process, interleaved round by round, and reported
-as medians with ratios against the plain eager model.
+as medians with ratios against the plain eager model. With the reference environment (built by
+shared/tools/reference/setup.sh; found through --reference-python or $RTMKIT_REFERENCE_PYTHON), the official
+implementation is timed in the same session on the same image and weights, and ratios against it are printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -36,8 +43,26 @@ def load_model(name: str) -> RTMDet:
     return model
 
 
+IMAGE = "data/coco_tiny/val2017/000000300039.jpg"
+
+
+def time_reference(python: str, runs: int, warmup: int, threads: int) -> dict | None:
+    """Medians (ms) of the official implementation, or None when it cannot be run."""
+    tools, weights = shared_dir() / "tools/reference", shared_dir() / "reference/det_tiny/state_dict.pt"
+    if not (Path(python).exists() and weights.exists()):
+        print(f"reference: not available ({python}); skipping the comparison")
+        return None
+    script = Path(__file__).with_name("reference_predict.py")
+    out = subprocess.run([python, str(script), str(tools), str(weights), str(shared_dir() / IMAGE), str(runs),
+                          str(warmup), str(threads)], capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        print(f"reference: failed ({out.stderr.strip().splitlines()[-1:]}); skipping the comparison")
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def load_image(size: int) -> np.ndarray:
-    path = shared_dir() / "data/coco_tiny/val2017/000000300039.jpg"
+    path = shared_dir() / IMAGE
     if path.exists():
         return cv2.imread(str(path))
     return np.random.default_rng(0).integers(0, 255, (size * 3 // 4, size, 3), dtype=np.uint8)
@@ -50,6 +75,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reference-python",
+                    default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -95,6 +122,20 @@ def main() -> None:
         print(f"{name:28s} {med(t['pre']) * 1e3:7.2f} {fwd * 1e3:8.2f} {med(t['post']['eval']) * 1e3:10.2f} "
               f"{med(t['post']['deploy']) * 1e3:12.2f} {fwd / base_fwd:10.3f}")
     print(f"detections: eval {post['eval'][1]}, deploy {post['deploy'][1]}")
+    if args.model != "rtmdet-tiny":
+        return
+    ref = time_reference(args.reference_python, args.runs, args.warmup, args.threads)
+    if ref is None:
+        return
+    print(f"\nreference (MMDetection 3.3, same session): pre {ref['pre']:.2f}, forward {ref['fwd']:.2f}, "
+          f"post eval {ref['post_eval']:.2f} ms ({ref['dets']} detections)")
+    print(f"{'variant':28s} {'forward / ref':>14s} {'post eval / ref':>16s} {'pre+fwd+post(eval) / ref':>25s}")
+    ref_total = ref["pre"] + ref["fwd"] + ref["post_eval"]
+    for name, t in times.items():
+        total = med(t["pre"]) + med(t["fwd"]) + med(t["post"]["eval"])
+        fwd_ratio = med(t["fwd"]) * 1e3 / ref["fwd"]
+        post_ratio = med(t["post"]["eval"]) * 1e3 / ref["post_eval"]
+        print(f"{name:28s} {fwd_ratio:14.3f} {post_ratio:16.3f} {total * 1e3 / ref_total:25.3f}")
 
 
 if __name__ == "__main__":
