@@ -24,11 +24,12 @@ from .checkpoint import (
 )
 from .config import PostprocessConfig, RTMDetConfig, get_config
 from .data.classes import COCO_CLASSES
-from .data.preprocess import preprocess
+from .data.preprocess import letterbox_batch, preprocess
 from .data.sources import Frame, iter_frames
+from .export.backends import OnnxRuntimeBackend
 from .models.detector import RTMDetNet
 from .models.fuse import fuse_model
-from .models.postprocess import postprocess
+from .models.postprocess import Detections, postprocess, postprocess_flat
 from .results import Result
 
 
@@ -79,6 +80,17 @@ class RTMDet:
         ckpt: dict | None = None
         source = str(weights) if weights not in (None, True, False) else None
         model_str = str(model)
+        self._backend: OnnxRuntimeBackend | None = None
+        if model_str.endswith(".onnx"):
+            if weights not in (None, False):
+                raise ValueError("an .onnx model carries its weights: do not pass `weights=`")
+            self._backend = OnnxRuntimeBackend(model_str, select_device(device))
+            cfg = RTMDetConfig.from_dict(self._backend.meta["config"])
+            if overrides:
+                cfg = dataclasses.replace(cfg, **overrides)
+            self.cfg, self.device, self.net, self.weights = cfg, select_device(device), None, model_str
+            self._infer_net, self._channels_last = None, False
+            return
         if model_str.endswith((".pth", ".pt")) and Path(model_str).is_file():
             if weights not in (None, False):
                 raise ValueError("pass either a checkpoint as `model` or `weights=`, not both")
@@ -126,10 +138,36 @@ class RTMDet:
         self._infer_net: torch.nn.Module = self.net  # what predict runs: the net itself, or a fused copy
         self._channels_last = False
 
+    def export(self, format: str = "onnx", file: str | os.PathLike | None = None, *, imgsz: int | None = None,
+               batch: int = 1, dynamic: bool = False, nms: bool = True, conf: float = 0.05, iou: float | None = None,
+               max_det: int | None = None, agnostic: bool = False, normalize: bool = False, half: bool = False,
+               simplify: bool = False, opset: int = 17) -> Path:
+        """Export to ONNX and return the path written (default ``<model name>.onnx``).
+
+        ``nms=True``: end-to-end graph, outputs ``dets`` [B, K, 5] and ``labels`` [B, K] with NMS inside (score >
+        ``conf``, IoU ``iou`` (default: the config's), K = ``max_det`` (default 100), optionally class-agnostic);
+        ``nms=False``: raw graph, ``scores`` [B, N, C] and ``boxes`` [B, N, 4]. ``normalize``: the graph takes
+        uint8 BGR input. ``dynamic``: dynamic batch/height/width. Metadata (names, input size, strides, mean/std,
+        channel order, task, version) is stored in the file."""
+        if format != "onnx":
+            raise ValueError(f"unsupported export format {format!r}: use 'onnx' (TensorRT engines are built from it)")
+        if self.net is None:
+            raise ValueError("this model is already an exported graph")
+        from .export.onnx import export_onnx
+
+        post = dataclasses.replace(self.cfg.deploy, score_thr=conf, iou_thr=iou if iou is not None else
+                                   self.cfg.eval.iou_thr, max_per_img=max_det or 100, agnostic=agnostic)
+        target = Path(file) if file is not None else Path(f"{self.cfg.name}.onnx")
+        return export_onnx(self.net.eval(), self.cfg, target, class_names=list(self.names.values()), imgsz=imgsz,
+                           batch=batch, dynamic=dynamic, nms=nms, post=post, normalize=normalize, half=half,
+                           simplify=simplify, opset=opset)
+
     def fuse(self, channels_last: bool = True) -> RTMDet:
         """Speed up inference: predict() then runs a copy of the net with BatchNorm folded into the convs
         (and channels-last memory layout). Outputs change by float rounding only (~1e-6 relative).
         ``model.net`` keeps MMDetection's layout for saving and training; re-call after changing its weights."""
+        if self.net is None:
+            return self  # exported graphs are already optimised by their runtime
         fused = fuse_model(self.net)
         if channels_last:
             fused = fused.to(memory_format=torch.channels_last)
@@ -146,9 +184,10 @@ class RTMDet:
         return self.cfg.input_size
 
     def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.net.parameters())
-        return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.input_size}, "
-                f"params={n / 1e6:.2f}M, device={self.device}, weights={self.weights!r})")
+        kind = "onnxruntime" if self._backend is not None else \
+            f"params={sum(p.numel() for p in self.net.parameters()) / 1e6:.2f}M"
+        return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.input_size}, {kind}, "
+                f"device={self.device}, weights={self.weights!r})")
 
     # ------------------------------------------------------------------ inference
     def postprocess_config(self, preset: str = "deploy", *, conf: float | None = None, iou: float | None = None,
@@ -172,6 +211,8 @@ class RTMDet:
                        ) -> list[Result]:
         """Run on a list of ``HxWx3`` BGR uint8 arrays (one batch)."""
         size = self._check_imgsz(imgsz)
+        if self._backend is not None:
+            return self._predict_backend(images, post, size)
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         t0 = time.perf_counter()
         batch, scales = preprocess(images, size, self.cfg.mean, self.cfg.std, self.cfg.pad_value, self.device,
@@ -187,13 +228,58 @@ class RTMDet:
         for img, det in zip(images, dets):
             out.append(Result(det.boxes.float().cpu().numpy(), det.scores.float().cpu().numpy(),
                               det.labels.cpu().numpy(), self.names, tuple(img.shape[:2]), orig_img=img))
-        t3 = time.perf_counter()
-        n = len(images)
+        return self._timed(out, len(images), t0, t1, t2, time.perf_counter())
+
+    @staticmethod
+    def _timed(results: list[Result], n: int, t0: float, t1: float, t2: float, t3: float) -> list[Result]:
         speed = {"preprocess": (t1 - t0) * 1e3 / n, "forward": (t2 - t1) * 1e3 / n,
                  "postprocess": (t3 - t2) * 1e3 / n}
-        for r in out:
+        for r in results:
             r.speed = dict(speed)
-        return out
+        return results
+
+    def _predict_backend(self, images: list[np.ndarray], post: PostprocessConfig, size: int) -> list[Result]:
+        """Predict through an exported graph. Raw graphs get the reference post-processing (identical to PyTorch's
+        up to the runtime's float rounding); end-to-end graphs did NMS inside, with the settings baked at export:
+        here their boxes are only rescaled and filtered by ``conf``/``max_det``."""
+        backend = self._backend
+        meta = backend.meta
+        if meta.get("dynamic") is False and size != meta.get("imgsz"):
+            raise ValueError(f"{backend.path} was exported for imgsz={meta.get('imgsz')} (not dynamic)")
+        t0 = time.perf_counter()
+        if meta.get("normalized_in_graph"):
+            canvas, scales = letterbox_batch(images, size, self.cfg.pad_value)
+            batch = np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))
+        else:
+            batch_t, scales = preprocess(images, size, self.cfg.mean, self.cfg.std, self.cfg.pad_value)
+            batch = batch_t.numpy()
+        fixed = meta.get("dynamic") is False and meta.get("batch", 1) != len(images)
+        t1 = time.perf_counter()
+        if fixed:  # a static-batch graph: run image by image
+            parts = [backend(batch[i:i + 1]) for i in range(len(images))]
+            first, second = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            first, second = backend(batch)
+        t2 = time.perf_counter()
+        orig = torch.tensor([img.shape[:2] for img in images])
+        if backend.end2end:
+            dets = []
+            inv = (1.0 / scales).float()
+            for i in range(len(images)):
+                d, lab = first[i], second[i].long()
+                keep = (d[:, 4] > post.score_thr) & (lab >= 0)
+                boxes = d[keep, :4] * inv[i].repeat(2)
+                if post.clip == "image":
+                    boxes = torch.minimum(boxes.clamp(min=0), orig[i].flip(0).float().repeat(2))
+                dets.append(Detections(boxes[:post.max_per_img], d[keep, 4][:post.max_per_img],
+                                       lab[keep][:post.max_per_img]))
+        else:
+            strides = tuple(meta["strides"])
+            level_ids = torch.cat([torch.full(((size // s) ** 2,), i) for i, s in enumerate(strides)])
+            dets = postprocess_flat(first, second, level_ids, (size, size), post, scales, orig)
+        out = [Result(d.boxes.float().numpy(), d.scores.float().numpy(), d.labels.numpy(), self.names,
+                      tuple(img.shape[:2]), orig_img=img) for img, d in zip(images, dets)]
+        return self._timed(out, len(images), t0, t1, t2, time.perf_counter())
 
     def stream(self, source: Any, *, preset: str = "deploy", batch: int = 1, imgsz: int | None = None,
                keep_images: bool = True, **overrides: Any) -> Iterator[Result]:

@@ -113,6 +113,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import RTMDet
+
+    model = RTMDet(args.model, weights=args.weights, device=args.device)
+    if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
+        print(f"warning: no --weights given: exporting a freshly initialised {args.model}", file=sys.stderr)
+    path = model.export(args.format, args.file, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
+                        nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
+                        normalize=args.normalize, half=args.half, simplify=args.simplify, opset=args.opset)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, {'end-to-end' if args.nms else 'raw'} graph)")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import print_table, run_benchmark, write_csv
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    batches = [int(b) for b in str(args.batch).split(",")]
+    rows = run_benchmark(args.model, args.weights, formats, batches, args.imgsz, args.data, args.device,
+                         runs=args.runs, warmup=args.warmup, preset=args.preset, verbose=False)
+    print_table(rows)
+    out = write_csv(rows, args.csv)
+    print(f"results written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtmkit", description="RTMDet detectors in plain PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,6 +165,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write into exactly this folder (shorthand for --project/--name)")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos (JSON only)")
     p.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("export", help="export to ONNX (raw or end-to-end with NMS)")
+    e.add_argument("--model", default="rtmdet-tiny", help="config name or rtmkit checkpoint")
+    e.add_argument("--weights", default=None, help="checkpoint path, URL or model-zoo name")
+    e.add_argument("--format", default="onnx", choices=["onnx"])
+    e.add_argument("--file", default=None, help="output path (default: <model>.onnx)")
+    e.add_argument("--nms", dest="nms", action="store_true", default=True,
+                   help="end-to-end graph: dets [B,K,5] + labels [B,K] (default)")
+    e.add_argument("--no-nms", dest="nms", action="store_false", help="raw graph: scores [B,N,C] + boxes [B,N,4]")
+    e.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    e.add_argument("--batch", type=int, default=1, help="batch size of the (static) graph")
+    e.add_argument("--imgsz", type=int, default=None)
+    e.add_argument("--half", action="store_true", help="fp16 graph (for GPU runtimes)")
+    e.add_argument("--normalize", action="store_true", help="take uint8 BGR input and normalise in the graph")
+    e.add_argument("--simplify", action="store_true", help="simplify with onnxslim/onnxsim when installed")
+    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--conf", type=float, default=0.05, help="score threshold baked into the NMS")
+    e.add_argument("--iou", type=float, default=None, help="NMS IoU baked into the graph (default: the config's)")
+    e.add_argument("--max-det", type=int, default=100, help="K, detections per image")
+    e.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_export)
+
+    b = sub.add_parser("benchmark", help="latency/throughput (pre/forward/post) per format, AP on --data")
+    b.add_argument("--model", default="rtmdet-tiny", help="config name or rtmkit checkpoint")
+    b.add_argument("--weights", default=None)
+    b.add_argument("--formats", default="torch,torch-fused,onnx", help="comma list of torch, torch-fused, onnx, engine")
+    b.add_argument("--batch", default="1", help="comma list of batch sizes, e.g. 1,8,32")
+    b.add_argument("--imgsz", type=int, default=None)
+    b.add_argument("--data", default=None, help="COCO json (adds AP) or an image folder/glob (default: synthetic)")
+    b.add_argument("--preset", default="eval", choices=["eval", "deploy"])
+    b.add_argument("--runs", type=int, default=10)
+    b.add_argument("--warmup", type=int, default=2)
+    b.add_argument("--device", default=None)
+    b.add_argument("--csv", default="runs/benchmark/results.csv")
+    b.set_defaults(func=cmd_benchmark)
     return parser
 
 

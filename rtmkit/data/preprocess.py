@@ -33,6 +33,15 @@ def letterbox(img: np.ndarray, size: int, pad_value: int = 114, out: np.ndarray 
     return out, (nw / w, nh / h)
 
 
+def letterbox_batch(images: Sequence[np.ndarray], size: int, pad_value: int = 114
+                    ) -> tuple[np.ndarray, torch.Tensor]:
+    """Letterbox BGR uint8 images into one ``[B, size, size, 3]`` uint8 canvas; also the ``[B, 2]`` float64
+    scale factors (w_scale, h_scale)."""
+    canvas = np.empty((len(images), size, size, 3), np.uint8)
+    scales = [letterbox(img, size, pad_value, out=canvas[i])[1] for i, img in enumerate(images)]
+    return canvas, torch.tensor(scales, dtype=torch.float64)
+
+
 def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], std: Sequence[float],
                pad_value: int = 114, device: torch.device | str = "cpu",
                channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,12 +50,11 @@ def preprocess(images: Sequence[np.ndarray], size: int, mean: Sequence[float], s
     Returns the batch and the ``[B, 2]`` float64 scale factors. Normalisation is ``(x - mean) / std`` in float32
     on the BGR channels, exactly what MMDetection's data preprocessor computes.
     """
-    canvas = np.empty((len(images), size, size, 3), np.uint8)
-    scales = [letterbox(img, size, pad_value, out=canvas[i])[1] for i, img in enumerate(images)]
+    canvas, scales = letterbox_batch(images, size, pad_value)
     batch = torch.from_numpy(canvas).to(device)
     mean_t = torch.tensor(mean, dtype=torch.float32, device=device)
     std_t = torch.tensor(std, dtype=torch.float32, device=device)
     batch = (batch.float() - mean_t) / std_t  # NHWC, broadcast over the channel axis
     batch = batch.permute(0, 3, 1, 2)
     batch = batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    return batch, torch.tensor(scales, dtype=torch.float64)
+    return batch, scales

@@ -46,33 +46,54 @@ def _rank_in_segment(segment: torch.Tensor, order: torch.Tensor) -> torch.Tensor
     return rank
 
 
+def flatten_outputs(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], strides: tuple[int, ...]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Raw per-level head outputs -> ``scores`` [B, N, C] (sigmoid), ``boxes`` [B, N, 4] (decoded, not clamped,
+    input pixels) and ``level_ids`` [N], priors ordered level by level, row-major (the exported raw graph's
+    outputs are exactly these)."""
+    device = cls_scores[0].device
+    batch, num_classes = cls_scores[0].shape[:2]
+    sizes = [tuple(c.shape[2:]) for c in cls_scores]
+    priors = grid_priors(sizes, strides, device=device)
+    level_ids = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sizes)])
+    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_scores], 1).sigmoid()
+    dists = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
+    return scores, distance2bbox(priors, dists), level_ids
+
+
 def postprocess(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], strides: tuple[int, ...],
                 cfg: PostprocessConfig, scale_factors: torch.Tensor, orig_sizes: torch.Tensor | None = None
                 ) -> list[Detections]:
-    """Turn raw head outputs into per-image detections.
+    """Turn raw head outputs into per-image detections (see :func:`postprocess_flat`)."""
+    scores, boxes, level_ids = flatten_outputs(cls_scores, bbox_preds, strides)
+    input_hw = (cls_scores[0].shape[2] * strides[0], cls_scores[0].shape[3] * strides[0])
+    return postprocess_flat(scores, boxes, level_ids, input_hw, cfg, scale_factors, orig_sizes)
 
-    ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized / original size per image.
-    ``orig_sizes``: ``[B, 2]`` (h, w) of the original images, needed for ``cfg.clip == "image"``.
+
+def postprocess_flat(scores: torch.Tensor, boxes: torch.Tensor, level_ids: torch.Tensor, input_hw: tuple[int, int],
+                     cfg: PostprocessConfig, scale_factors: torch.Tensor, orig_sizes: torch.Tensor | None = None
+                     ) -> list[Detections]:
+    """Per-image detections from sigmoid ``scores`` [B, N, C] and decoded ``boxes`` [B, N, 4] (input pixels).
+
+    ``level_ids``: [N] pyramid level of every prior (``nms_pre`` applies per level). ``input_hw``: the padded
+    network input size (clamping frame). ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized /
+    original size per image. ``orig_sizes``: ``[B, 2]`` (h, w) of the original images, for ``cfg.clip == "image"``.
     """
-    device = cls_scores[0].device
-    batch, num_classes = cls_scores[0].shape[:2]
-    in_h, in_w = cls_scores[0].shape[2] * strides[0], cls_scores[0].shape[3] * strides[0]
-    sizes = [tuple(c.shape[2:]) for c in cls_scores]
-    priors = grid_priors(sizes, strides, device=device)
-    level_of_prior = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sizes)])
-    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_scores], 1).sigmoid()
-    dists = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
+    device = scores.device
+    batch, _, num_classes = scores.shape
+    in_h, in_w = input_hw
+    num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
 
     # (image, prior, class) triples above threshold, visited in descending score order.
     img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
     cand_scores = scores.view(batch, -1)[img, flat]
     prior, label = flat // num_classes, flat % num_classes
     order = torch.sort(cand_scores, descending=True, stable=True).indices
-    rank = _rank_in_segment(img * len(strides) + level_of_prior[prior], order)
+    rank = _rank_in_segment(img * num_levels + level_ids[prior], order)
     order = order[rank[order] < cfg.nms_pre]
     img, prior, label, cand_scores = img[order], prior[order], label[order], cand_scores[order]
 
-    boxes = distance2bbox(priors[prior], dists[img, prior])
+    boxes = boxes[img, prior]
     if cfg.clip != "none":
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, in_w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, in_h)

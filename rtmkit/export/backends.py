@@ -1,0 +1,49 @@
+"""Run exported graphs behind the same ``predict`` API (ONNX Runtime)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .onnx import read_metadata
+
+
+class OnnxRuntimeBackend:
+    """An exported rtmkit graph in an ONNX Runtime session.
+
+    ``__call__(batch)`` takes the letterboxed batch (normalised float32, or uint8 when the graph normalises
+    itself) and returns the graph's two outputs as torch tensors: raw graphs give (scores [B,N,C], boxes [B,N,4]),
+    end-to-end graphs (dets [B,K,5], labels [B,K]).
+    """
+
+    def __init__(self, path: str | os.PathLike, device: torch.device | None = None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise ImportError("running .onnx models needs onnxruntime: pip install 'rtmkit[onnx]'") from e
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such ONNX file")
+        self.meta: dict[str, Any] = read_metadata(self.path)
+        if "rtmkit_version" not in self.meta:
+            raise ValueError(f"{self.path}: not an rtmkit export (no rtmkit metadata); export it with "
+                             "`rtmkit export` or model.export(format='onnx')")
+        providers = ["CPUExecutionProvider"]
+        if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.input_dtype = np.uint8 if self.meta.get("normalized_in_graph") else (
+            np.float16 if self.meta.get("input_dtype") == "float16" else np.float32)
+        self.end2end = self.meta.get("graph") == "end2end"
+
+    def __call__(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        first, second = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})
+        return torch.from_numpy(np.asarray(first)).float(), torch.from_numpy(np.asarray(second))
