@@ -80,11 +80,16 @@ class RTMDet:
         ckpt: dict | None = None
         source = str(weights) if weights not in (None, True, False) else None
         model_str = str(model)
-        self._backend: OnnxRuntimeBackend | None = None
-        if model_str.endswith(".onnx"):
+        self._backend: Any = None
+        if model_str.endswith((".onnx", ".engine")):
             if weights not in (None, False):
-                raise ValueError("an .onnx model carries its weights: do not pass `weights=`")
-            self._backend = OnnxRuntimeBackend(model_str, select_device(device))
+                raise ValueError("an exported model carries its weights: do not pass `weights=`")
+            if model_str.endswith(".engine"):
+                from .export.tensorrt import TensorRTBackend
+
+                self._backend = TensorRTBackend(model_str, select_device(device))
+            else:
+                self._backend = OnnxRuntimeBackend(model_str, select_device(device))
             cfg = RTMDetConfig.from_dict(self._backend.meta["config"])
             if overrides:
                 cfg = dataclasses.replace(cfg, **overrides)
@@ -184,7 +189,7 @@ class RTMDet:
         return self.cfg.input_size
 
     def __repr__(self) -> str:
-        kind = "onnxruntime" if self._backend is not None else \
+        kind = type(self._backend).__name__ if self._backend is not None else \
             f"params={sum(p.numel() for p in self.net.parameters()) / 1e6:.2f}M"
         return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.input_size}, {kind}, "
                 f"device={self.device}, weights={self.weights!r})")

@@ -221,3 +221,29 @@ def test_cli_export_and_benchmark(shared, tmp_path, capsys):
     timed = [r for r in rows if not r["note"]]
     assert {(r["format"], r["batch"]) for r in timed} == {("torch", "1"), ("torch", "2"), ("onnx", "1"), ("onnx", "2")}
     assert all(float(r["forward_ms"]) > 0 and float(r["throughput"]) > 0 for r in timed)
+
+
+def test_tensorrt_engine_needs_tensorrt_or_runs(nano, tmp_path, images):
+    """Without TensorRT (CPU machines, CI) the engine path fails with a clear message; with it (GPU machines),
+    the FP16 engine's detections match PyTorch's at FP16 tolerance."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        from rtmkit.export.tensorrt import build_engine_model
+
+        with pytest.raises(ImportError, match="pip install tensorrt"):
+            build_engine_model(nano, tmp_path)
+        with pytest.raises((ImportError, RuntimeError)):
+            RTMDet(tmp_path / "missing.engine")
+        return
+    if not torch.cuda.is_available():
+        pytest.skip("tensorrt installed but no CUDA GPU")
+    from rtmkit.export.tensorrt import build_engine_model
+
+    engine = build_engine_model(RTMDet("rtmdet-nano-person", weights=nano.weights, device="cuda"), tmp_path,
+                                batches=(1, 4))
+    ref = nano.predict(images[:1], preset="deploy")[0]
+    got = engine.predict(images[:1], preset="deploy")[0]
+    assert abs(len(ref) - len(got)) <= 1
+    for box, score in zip(ref.boxes, ref.scores):
+        assert np.min(np.abs(got.boxes - box).max(1)) <= 2.0 and np.min(np.abs(got.scores - score)) <= 1e-2
