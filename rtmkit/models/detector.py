@@ -36,3 +36,19 @@ class RTMDetNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.bbox_head(self.neck(self.backbone(x)))
+
+    def loss(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], *, return_details: bool = False):
+        """Training losses ``{"loss_cls", "loss_bbox"}`` (each summed over levels) of a normalised NCHW batch.
+
+        ``targets``: one ``{"boxes": [n, 4] xyxy in input pixels, "labels": [n]}`` per image (n may be 0). Runs
+        the forward pass (call ``train()`` first for batch-statistics BN, as in training) and
+        ``rtmkit.engine.criterion.RTMDetCriterion``, built on first use. With ``return_details`` also returns a
+        ``LossDetails`` (per-level losses, assignment, targets, avg factors).
+        """
+        criterion = self.__dict__.get("_criterion")
+        if criterion is None:
+            from ..engine.criterion import RTMDetCriterion
+
+            criterion = self._criterion = RTMDetCriterion(self.cfg.num_classes, self.strides)
+        cls_scores, bbox_preds = self(images)
+        return criterion(cls_scores, bbox_preds, targets, return_details=return_details)

@@ -1,0 +1,1 @@
+"""Training components: target assignment (``assigner``), losses (``losses``) and the loss glue (``criterion``)."""
