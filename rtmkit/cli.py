@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -139,6 +140,57 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.trainer import TrainArgs, Trainer
+
+    data, val, demo = args.data, args.val, False
+    if data is None:  # the offline main job: a dataset rtmkit draws itself, a short CPU run
+        from .data.synthetic import make_shapes_dataset
+
+        demo = True
+        root = Path(args.project).parent / "data" / "shapes"
+        paths = make_shapes_dataset(root, num_train=96, num_val=24, size=320, seed=0)
+        data, val = str(paths["train_json"]), str(paths["val_json"])
+        print(f"no --data given: training on the built-in shapes dataset ({root}): 3 classes, 96 + 24 images")
+    fields = {f.name for f in dataclasses.fields(TrainArgs)}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    values.update(data=data, val=val)
+    if demo:
+        for key, default in (("imgsz", 320), ("epochs", 12), ("batch", 8), ("lr", 0.004), ("warmup_iters", 20),
+                             ("workers", 0)):
+            if getattr(args, key) is None:
+                values[key] = default
+    result = Trainer(TrainArgs(**values)).fit()
+    save_dir = Path(result["save_dir"])
+    if result.get("metrics"):
+        m = result["metrics"]
+        print(f"final: AP {m['AP']:.4f}  AP50 {m['AP50']:.4f}  AP75 {m['AP75']:.4f}")
+    if val and (save_dir / "weights" / "best.pt").exists():
+        from . import RTMDet
+        from .data.datasets import load_dataset
+
+        model = RTMDet(save_dir / "weights" / "best.pt", device=args.device)
+        paths = [r["path"] for r in load_dataset(val, "val", filter_empty_gt=False, min_size=0).records[:8]]
+        out = save_dir / "predictions"
+        for r in model.predict(paths, conf=0.3):
+            r.save(out / Path(r.path).name)
+        print(f"predictions on {len(paths)} validation images saved to {out}")
+    print(f"results saved to {save_dir}")
+    return 0
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    from . import RTMDet
+
+    model = RTMDet(args.model, weights=args.weights, device=args.device)
+    stats = model.val(args.data, images=args.images, batch=args.batch, imgsz=args.imgsz, save_json=args.save_json,
+                      verbose=True)
+    print("per-class AP:")
+    for name, ap in stats["per_class_AP"].items():
+        print(f"  {name:20s} {ap:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtmkit", description="RTMDet detectors in plain PyTorch")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +253,46 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default=None)
     b.add_argument("--csv", default="runs/benchmark/results.csv")
     b.set_defaults(func=cmd_benchmark)
+
+    t = sub.add_parser("train", help="train (no --data: a short offline run on a built-in shapes dataset)")
+    t.add_argument("--model", default="rtmdet-tiny", help=f"config name ({', '.join(CONFIGS)})")
+    t.add_argument("--data", default=None, help="COCO train json or YOLO data.yaml")
+    t.add_argument("--val", default=None, help="COCO val json (a data.yaml has its own val split)")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--stage2-epochs", dest="stage2_epochs", type=int, default=None,
+                   help="final epochs without Mosaic/MixUp (default: 20 of 300, scaled)")
+    t.add_argument("--batch", type=int, default=None, help="total batch over all processes")
+    t.add_argument("--accumulate", type=int, default=None, help="gradient accumulation steps")
+    t.add_argument("--imgsz", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None, help="default: 0.004 x batch x accumulate / 256")
+    t.add_argument("--optimizer", default=None, choices=["AdamW", "SGD"], help="default: AdamW (the recipe)")
+    t.add_argument("--weights", default=None, help="detector checkpoint to fine-tune from")
+    t.add_argument("--backbone", default=None, help="CSPNeXt ImageNet weights (path or zoo name)")
+    t.add_argument("--device", default=None)
+    t.add_argument("--workers", type=int, default=None)
+    t.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU)")
+    t.add_argument("--patience", type=int, default=None, help="stop after N validations without improvement")
+    t.add_argument("--val-interval", dest="val_interval", type=int, default=None)
+    t.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--deterministic", action="store_true", default=None)
+    t.add_argument("--resume", nargs="?", const=True, default=None,
+                   help="resume the latest run (or the given run directory / last.pt)")
+    t.add_argument("--project", default="runs/train")
+    t.add_argument("--name", default="exp")
+    t.add_argument("--warmup-iters", dest="warmup_iters", type=int, default=None)
+    t.set_defaults(func=cmd_train)
+
+    v = sub.add_parser("val", help="COCO box AP of a model on a COCO json (eval preset)")
+    v.add_argument("--model", default="rtmdet-tiny", help="config name, rtmkit checkpoint or .onnx")
+    v.add_argument("--weights", default=None)
+    v.add_argument("--data", required=True, help="COCO annotation json")
+    v.add_argument("--images", default=None, help="image folder (default: next to the json, COCO layout)")
+    v.add_argument("--batch", type=int, default=8)
+    v.add_argument("--imgsz", type=int, default=None)
+    v.add_argument("--device", default=None)
+    v.add_argument("--save-json", dest="save_json", default=None, help="write the detections as COCO json")
+    v.set_defaults(func=cmd_val)
     return parser
 
 

@@ -33,8 +33,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float = BASE_LR, weight_decay: float = 0.05) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8)
+def build_optimizer(model: nn.Module, lr: float = BASE_LR, weight_decay: float = 0.05,
+                    name: str = "AdamW") -> torch.optim.Optimizer:
+    """The recipe's AdamW (betas 0.9/0.999, eps 1e-8), or SGD (momentum 0.9, Nesterov) with the same groups."""
+    groups = param_groups(model, weight_decay)
+    if name.lower() == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    if name.lower() == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"unknown optimizer {name!r}: use 'AdamW' or 'SGD'")
 
 
 @dataclass

@@ -53,8 +53,10 @@ def to_coco_detections(image_id: int, boxes: np.ndarray, scores: np.ndarray, lab
 
 
 def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
-                  category_ids: Iterable[int] | None = None, verbose: bool = False) -> dict[str, Any]:
-    """pycocotools COCOeval (bbox) on the given detections; returns the 12 summary numbers and per-class AP."""
+                  category_ids: Iterable[int] | None = None, verbose: bool = False,
+                  return_precision: bool = False) -> dict[str, Any]:
+    """pycocotools COCOeval (bbox) on the given detections; returns the 12 summary numbers and per-class AP
+    (and, with ``return_precision``, COCOeval's precision array [T, R, K, A, M] for PR curves)."""
     COCO, COCOeval = _require_pycocotools()
     data = json.loads(Path(gt).read_text()) if not isinstance(gt, dict) else copy.deepcopy(gt)
     data.setdefault("info", {})
@@ -77,7 +79,8 @@ def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image
     if verbose:
         print(sink.getvalue())
     if not detections:
-        return {name: 0.0 for name in STAT_NAMES} | {"per_class_AP": {}}
+        cats = sorted(set(category_ids)) if category_ids is not None else [c["id"] for c in data["categories"]]
+        return {name: 0.0 for name in STAT_NAMES} | {"per_class_AP": {int(c): 0.0 for c in cats}}
     stats = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
     precision = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = {}
@@ -86,4 +89,6 @@ def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image
         p = p[p > -1]
         per_class[int(cat_id)] = float(p.mean()) if p.size else float("nan")
     stats["per_class_AP"] = per_class
+    if return_precision:
+        stats["precision"] = precision
     return stats

@@ -1,0 +1,498 @@
+"""Training: the RTMDet recipe on one device or many (torchrun), with an Ultralytics-style run directory.
+
+Per optimiser step: flat-cosine LR with warm-up -> forward + loss (QFL + GIoU after dynamic soft-label assignment)
+-> backward (AMP optional, gradient accumulation) -> AdamW -> EMA update. Stage 2 (the last ``stage2_epochs``)
+switches the data pipeline from Mosaic/MixUp to large-scale jitter. Validation and checkpoints use the EMA
+weights. Checkpoints are written atomically at the end of every epoch; ``resume`` restores model, EMA,
+optimiser, scaler, epoch, RNG and pipeline stage, so a killed run resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
+from ..config import RTMDetConfig, get_config
+from ..models.detector import RTMDetNet
+from .distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    setup_distributed,
+)
+from .ema import ExpMomentumEMA
+from .evaluate import evaluate
+from .optim import FlatCosineSchedule, build_optimizer, scaled_lr
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite losses, a dead rank ...); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainArgs:
+    """Everything ``rtmkit train`` takes. ``batch`` is the total batch over all processes; the learning rate
+    defaults to the linear rule 0.004 * batch * accumulate / 256."""
+
+    model: str = "rtmdet-tiny"
+    data: str = ""  # COCO json of the training set, or a YOLO data.yaml
+    val: str | None = None  # COCO json of the validation set (a data.yaml names its own val split)
+    epochs: int = 300
+    stage2_epochs: int | None = None  # default: 20 of 300 epochs, scaled to the run
+    batch: int = 16
+    accumulate: int = 1
+    imgsz: int | None = None
+    lr: float | None = None
+    weight_decay: float = 0.05
+    optimizer: str = "AdamW"  # the recipe's; "SGD" also available
+    warmup_iters: int = 1000
+    weights: str | None = None  # a detector checkpoint to start from (fine-tuning)
+    backbone: str | None = None  # CSPNeXt ImageNet weights (path or zoo name) for training from scratch
+    device: str | None = None
+    workers: int = 2
+    amp: bool = False
+    patience: int = 0  # stop after this many validations without improvement (0: never)
+    val_interval: int = 1
+    freeze_bn: bool = False  # keep BatchNorm statistics fixed (short fine-tunes of BN-folded weights)
+    seed: int = 0
+    deterministic: bool = False
+    project: str = "runs/train"
+    name: str = "exp"
+    resume: str | bool = False
+    dist_timeout: float = 1800.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ShardedEpochSampler(torch.utils.data.Sampler[int]):
+    """A permutation drawn from (seed, epoch), the same on every rank, split round-robin across ranks (padded by
+    wrapping around so every rank gets as many samples). The ranks' k-th batches together are exactly the
+    k-th batch of one process with the combined batch size, and a resumed run sees the same order."""
+
+    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.size).tolist()
+        order += order[: len(self) * self.world_size - self.size]
+        return iter(order[self.rank::self.world_size])
+
+
+class _LossModule(nn.Module):
+    """What DDP wraps: forward = the detector's training loss."""
+
+    def __init__(self, net: RTMDetNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return self.net.loss(images, targets)
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
+            "numpy": np.random.get_state()[1].tolist(), "numpy_pos": int(np.random.get_state()[2]),
+            "torch": torch.get_rng_state()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+
+
+def _increment_dir(project: str, name: str) -> Path:
+    base = Path(project)
+    path, n = base / name, 2
+    while path.exists():
+        path, n = base / f"{name}{n}", n + 1
+    return path
+
+
+def _write_args_yaml(path: Path, args: dict[str, Any]) -> None:
+    import json
+
+    # YAML is a superset of JSON: one JSON value per key keeps this dependency-free and unambiguous.
+    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in args.items()))
+
+
+def _size_name(cfg: RTMDetConfig) -> str:
+    """Which per-size data pipeline of the recipe applies (tiny / s / m, l, x)."""
+    for key in ("tiny", "nano"):
+        if key in cfg.name:
+            return "tiny"
+    if cfg.widen_factor <= 0.5:
+        return "s"
+    return "m" if cfg.widen_factor < 1 else ("l" if cfg.widen_factor == 1 else "x")
+
+
+class Trainer:
+    """``Trainer(TrainArgs(...)).fit()`` -> final metrics. See :class:`TrainArgs`."""
+
+    def __init__(self, args: TrainArgs):
+        self.args = args
+        self.dist = DistInfo()
+        self.save_dir: Path | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _device(self) -> torch.device:
+        from ..api import select_device
+
+        dev = select_device(self.args.device)
+        if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        return dev
+
+    def _datasets(self):
+        from ..data.datasets import load_dataset
+
+        a = self.args
+        if not a.data:
+            raise ValueError("no training data: pass data='path/to/train.json' or 'data.yaml'")
+        train = load_dataset(a.data, "train")
+        if str(a.data).endswith((".yaml", ".yml")):
+            val = load_dataset(a.val or a.data, "val", filter_empty_gt=False)
+        else:
+            val = load_dataset(a.val, "val", filter_empty_gt=False, min_size=0) if a.val else None
+        return train, val
+
+    def _build_net(self, train_set) -> tuple[RTMDetNet, RTMDetConfig]:
+        a = self.args
+        names = tuple(train_set.classes)
+        overrides: dict[str, Any] = {"num_classes": len(names), "class_names": names}
+        if a.imgsz:
+            overrides["input_size"] = a.imgsz
+        cfg = get_config(a.model, **overrides)
+        net = RTMDetNet(cfg)
+        if a.backbone:
+            self._load_backbone(net, a.backbone)
+        if a.weights:
+            self._load_detector_weights(net, a.weights)
+        return net, cfg
+
+    def _load_backbone(self, net: RTMDetNet, spec: str) -> None:
+        from ..zoo import resolve_weights
+
+        sd = extract_state_dict(load_checkpoint_file(resolve_weights(spec)), spec)
+        sd = {k[len("backbone."):]: v for k, v in sd.items() if k.startswith("backbone.")} or sd
+        missing, unexpected = load_weights(net.backbone, sd, strict=False, source=spec)
+        self._log(f"backbone weights from {spec}: {len(sd) - len(unexpected)} tensors loaded, {len(missing)} missing")
+
+    def _load_detector_weights(self, net: RTMDetNet, spec: str) -> None:
+        from ..zoo import resolve_weights
+
+        sd = extract_state_dict(load_checkpoint_file(resolve_weights(spec)), spec)
+        own = net.state_dict()
+        head_keys = [k for k in sd if k.startswith("bbox_head.rtm_cls.")]
+        if head_keys and sd[head_keys[0]].shape != own[head_keys[0]].shape:
+            old = sd[head_keys[0]].shape[0]
+            self._log(f"{spec}: checkpoint has {old} classes, the data {net.cfg.num_classes}: the class "
+                      "predictors (bbox_head.rtm_cls.*) are re-initialised, everything else is loaded")
+            sd = {k: v for k, v in sd.items() if k not in head_keys}
+            load_weights(net, sd, strict=False, source=spec)
+            missing = set(own) - set(sd)
+            if missing - set(head_keys):
+                raise CheckpointError(f"{spec}: missing keys besides the class head: {sorted(missing)[:10]}")
+        else:
+            load_weights(net, sd, strict=True, source=spec)
+        self._log(f"initialised from {spec}")
+
+    def _build_loader(self, train_ds):
+        """A DataLoader over this rank's shard; its workers restart every epoch with empty Mosaic/MixUp caches."""
+        from torch.utils.data import DataLoader
+
+        from ..data.loader import _worker_init, collate
+
+        a = self.args
+        sampler = ShardedEpochSampler(len(train_ds), self.dist.rank, self.dist.world_size, a.seed)
+        return DataLoader(train_ds, batch_size=max(a.batch // self.dist.world_size, 1), sampler=sampler,
+                          num_workers=a.workers, collate_fn=collate, persistent_workers=False,
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if a.workers else None)
+
+    def _log(self, msg: str) -> None:
+        if self.dist.is_main:
+            print(msg, flush=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, path: Path, net: RTMDetNet, ema: ExpMomentumEMA, opt, scaler, epoch: int, it: int,
+                    best: float, bad_epochs: int, history: list[dict]) -> None:
+        """EMA weights as the MMDetection-style ``state_dict``; everything needed to resume under ``train_state``."""
+        state = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "ema": ema.state_dict(),
+                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+                 "epoch": epoch, "iter": it, "best_fitness": best, "bad_epochs": bad_epochs,
+                 "rng": _rng_state(), "args": _plain(self.args.to_dict()), "history": _plain(history)}
+        save_checkpoint(path, ema.module.state_dict(), class_names=list(net.cfg.class_names or ()),
+                        config=net.cfg.to_dict(), extra={"train_state": state})
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> dict[str, Any]:
+        a = self.args
+        device = self._device()
+        self.dist = setup_distributed(device, a.dist_timeout)
+        try:
+            return self._fit(device)
+        finally:
+            cleanup_distributed()
+
+    def _fit(self, device: torch.device) -> dict[str, Any]:
+        a = self.args
+        resume_state = self._resume_state()
+        if resume_state is not None:
+            a = self.args = dataclasses.replace(self.args, **{k: v for k, v in resume_state["args"].items()
+                                                               if k not in ("resume", "device", "workers")})
+        _seed_everything(a.seed + self.dist.rank, a.deterministic)
+        train_set, val_set = self._datasets()
+        net, cfg = self._build_net(train_set)
+        net.to(device)
+        if self.dist.enabled:
+            net = convert_sync_batchnorm(net, device)
+        ema = ExpMomentumEMA(net)
+        lr = a.lr or scaled_lr(a.batch * a.accumulate)
+        opt = build_optimizer(net, lr, a.weight_decay, a.optimizer)
+        use_amp = a.amp and device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+        loss_module: nn.Module = _LossModule(net)
+        if self.dist.enabled:
+            loss_module = nn.parallel.DistributedDataParallel(
+                loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+        stage2 = a.stage2_epochs if a.stage2_epochs is not None else (round(a.epochs * 20 / 300) if a.epochs >= 5
+                                                                     else 0)
+        switch_epoch = a.epochs - stage2
+        start_epoch, it, best, bad_epochs, history = 0, 0, -1.0, 0, []
+        if resume_state is not None:
+            net.load_state_dict(resume_state["model"])
+            ema.load_state_dict(resume_state["ema"])
+            opt.load_state_dict(resume_state["optimizer"])
+            if scaler is not None and resume_state.get("scaler"):
+                scaler.load_state_dict(resume_state["scaler"])
+            start_epoch, it = resume_state["epoch"] + 1, resume_state["iter"]
+            best, bad_epochs = resume_state["best_fitness"], resume_state["bad_epochs"]
+            history = resume_state["history"]
+            _set_rng_state(resume_state["rng"])
+            self._log(f"resumed from {self.save_dir / 'weights' / 'last.pt'} at epoch {start_epoch}")
+        else:
+            self.save_dir = broadcast_object(_increment_dir(a.project, a.name) if self.dist.is_main else None)
+        weights_dir = self.save_dir / "weights"
+        if self.dist.is_main:
+            weights_dir.mkdir(parents=True, exist_ok=True)
+            _write_args_yaml(self.save_dir / "args.yaml", a.to_dict())
+        barrier()
+
+        from ..data.loader import TrainDataset
+
+        train_ds = TrainDataset(train_set, _size_name(cfg), cfg.input_size, a.seed, max_epochs=a.epochs,
+                                stage2_epochs=stage2, epoch=start_epoch, mean=cfg.mean, std=cfg.std)
+        loader = None
+        iters_per_epoch = None
+        schedule = None
+        metrics: dict[str, Any] = {}
+        for epoch in range(start_epoch, a.epochs):
+            stage = 2 if epoch >= switch_epoch else 1
+            changed = train_ds.set_epoch(epoch)
+            if loader is None or changed:  # a new loader restarts the workers and their caches
+                if changed:
+                    self._log(f"epoch {epoch + 1}: switching to the stage-2 pipeline (no Mosaic/MixUp)")
+                loader = self._build_loader(train_ds)
+            loader.sampler.set_epoch(epoch)
+            # Caches start empty every epoch (workers are restarted; without workers, reset here), so an epoch
+            # depends only on (seed, epoch) and a resumed run repeats it exactly.
+            if a.workers == 0 and hasattr(train_ds.pipeline, "reset"):
+                train_ds.pipeline.reset()
+            if iters_per_epoch is None:
+                iters_per_epoch = max(len(loader) // a.accumulate, 1)
+                schedule = FlatCosineSchedule(lr, a.epochs, iters_per_epoch, warmup_iters=a.warmup_iters)
+            it, losses = self._train_epoch(epoch, loader, loss_module, net, ema, opt, scaler, schedule, it,
+                                           device, amp_dtype if use_amp else None)
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": schedule.lr_at(max(it - 1, 0)), **losses}
+            last_epoch = epoch == a.epochs - 1
+            do_val = val_set is not None and ((epoch + 1) % a.val_interval == 0 or last_epoch or stage == 2)
+            if do_val and self.dist.is_main:
+                metrics = evaluate(ema.module, val_set, cfg, batch=max(a.batch // self.dist.world_size, 1),
+                                   device=device)
+                row.update({k: metrics[k] for k in ("AP", "AP50", "AP75", "AR100")})
+            history.append(row)
+            fitness = row.get("AP", -1.0)
+            improved = do_val and fitness > best
+            if improved:
+                best, bad_epochs = fitness, 0
+            elif do_val:
+                bad_epochs += 1
+            if self.dist.is_main:
+                self._checkpoint(weights_dir / "last.pt", net, ema, opt, scaler, epoch, it, best, bad_epochs, history)
+                if improved or (val_set is None and last_epoch):
+                    self._checkpoint(weights_dir / "best.pt", net, ema, opt, scaler, epoch, it, best, bad_epochs,
+                                     history)
+                self._write_results(history, metrics, val_set)
+                self._log(_epoch_line(row, a.epochs))
+            stop = bool(a.patience and bad_epochs >= a.patience)
+            if broadcast_object(stop):
+                self._log(f"early stop: no improvement in {a.patience} validations (best AP {best:.4f})")
+                break
+            barrier()
+        return {"best_fitness": best, "save_dir": str(self.save_dir), "history": history, "metrics": metrics}
+
+    def _train_epoch(self, epoch, loader, loss_module, net, ema, opt, scaler, schedule, it, device, amp_dtype):
+        a = self.args
+        loss_module.train()
+        if a.freeze_bn:
+            for m in net.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        bad_steps = 0
+        bar = loader
+        if self.dist.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{a.epochs}", unit="batch", leave=False, dynamic_ncols=True)
+        opt.zero_grad(set_to_none=True)
+        for i, (images, targets) in enumerate(bar):
+            if i == 0 and epoch < 2 and self.dist.is_main:  # what the network actually sees, per stage
+                from ..plots import plot_train_batch
+
+                plot_train_batch(images, targets, net.cfg.mean, net.cfg.std, dict(enumerate(net.cfg.class_names)),
+                                 self.save_dir / f"train_batch_epoch{epoch + 1}.jpg")
+            images = images.to(device, non_blocking=True)
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            if i % a.accumulate == 0:
+                schedule.apply(opt, it)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                losses = loss_module(images, targets)
+            total = sum(losses.values())
+            # Every rank must agree to skip a step, or DDP's gradient all-reduce would diverge.
+            finite = torch.tensor([float(torch.isfinite(total).item())], device=device)
+            if self.dist.enabled:
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+            if finite.item() == 0:
+                bad_steps += 1
+                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                self._log(f"warning: non-finite loss at epoch {epoch + 1}, step {it} ({detail}): step skipped")
+                opt.zero_grad(set_to_none=True)
+                if bad_steps >= 3:
+                    raise TrainingError(f"non-finite losses in {bad_steps} steps of epoch {epoch + 1} (last at step "
+                                        f"{it}: {detail}); the last good checkpoint is {self.save_dir}/weights/"
+                                        "last.pt. Try a lower --lr or disable --amp.")
+                continue
+            scaled = total / a.accumulate
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+            if (i + 1) % a.accumulate == 0 or i + 1 == len(loader):
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                opt.zero_grad(set_to_none=True)
+                ema.update(net)
+                it += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            count += 1
+            if self.dist.is_main and hasattr(bar, "set_postfix"):
+                shown = {k: f"{s / count:.4f}" for k, s in sums.items()}
+                bar.set_postfix(shown | {"lr": f"{opt.param_groups[0]['lr']:.2e}"})
+        return it, {k: s / max(count, 1) for k, s in sums.items()}
+
+    # ------------------------------------------------------------------ resume and outputs
+    def _resume_state(self) -> dict[str, Any] | None:
+        a = self.args
+        if not a.resume:
+            return None
+        if a.resume is True or a.resume == "True":
+            runs = sorted(Path(a.project).glob("*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+            if not runs:
+                raise FileNotFoundError(f"--resume: no run with weights/last.pt under {a.project}")
+            path = runs[-1]
+        else:
+            path = Path(a.resume)
+            if path.is_dir():
+                path = path / "weights" / "last.pt"
+        ckpt = load_checkpoint_file(path)
+        if "train_state" not in ckpt:
+            raise CheckpointError(f"{path}: not an rtmkit training checkpoint (no train_state): cannot resume")
+        self.save_dir = path.parent.parent
+        state = ckpt["train_state"]
+        if state["epoch"] + 1 >= state["args"]["epochs"]:
+            raise ValueError(f"{path}: training already finished ({state['epoch'] + 1} epochs); nothing to resume")
+        return state
+
+    def _write_results(self, history: list[dict], metrics: dict[str, Any], val_set) -> None:
+        from ..plots import plot_pr_curve, plot_results
+
+        keys: list[str] = []
+        for row in history:
+            keys += [k for k in row if k not in keys]
+        with open(self.save_dir / "results.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for row in history:
+                w.writerow(row)
+        plot_results(history, self.save_dir / "results.png")
+        if metrics and val_set is not None:
+            lines = ["class,AP"] + [f"{n},{ap:.4f}" for n, ap in metrics["per_class_AP"].items()]
+            (self.save_dir / "per_class_ap.csv").write_text("\n".join(lines) + "\n")
+            if "precision" in metrics:
+                plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")
+
+
+def _plain(obj: Any) -> Any:
+    """Only plain types survive a weights-only load: convert numpy scalars and tuples."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and math.isnan(obj):
+        return -1.0
+    return obj
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    parts += [f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr") and isinstance(v, float)]
+    parts.append(f"lr {row['lr']:.2e}")
+    return "  ".join(parts)
+
+
+def train(**kwargs: Any) -> dict[str, Any]:
+    """``rtmkit.engine.trainer.train(model="rtmdet-tiny", data="train.json", val="val.json", epochs=10)``."""
+    known = {f.name for f in dataclasses.fields(TrainArgs)}
+    extra = {k: v for k, v in kwargs.items() if k not in known}
+    args = TrainArgs(**{k: v for k, v in kwargs.items() if k in known}, extra=extra)
+    return Trainer(args).fit()
+
