@@ -233,13 +233,14 @@ class Trainer:
         """A DataLoader over this rank's shard; its workers restart every epoch with empty Mosaic/MixUp caches."""
         from torch.utils.data import DataLoader
 
-        from ..data.loader import _worker_init, collate
+        from ..data.loader import _worker_init, collate, worker_context
 
         a = self.args
         sampler = ShardedEpochSampler(len(train_ds), self.dist.rank, self.dist.world_size, a.seed)
         return DataLoader(train_ds, batch_size=max(a.batch // self.dist.world_size, 1), sampler=sampler,
                           num_workers=a.workers, collate_fn=collate, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if a.workers else None)
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if a.workers else None,
+                          multiprocessing_context=worker_context(a.workers))
 
     def _log(self, msg: str) -> None:
         if self.dist.is_main:
