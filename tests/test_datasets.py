@@ -102,6 +102,10 @@ def test_balloon_category_zero_and_polygons(shared):
     x, y, w, h = anns[0]["bbox"]
     assert np.allclose(s["boxes"][0], [x, y, x + w, y + h])
     assert poly[:, 0].min() >= x - 1 and poly[:, 0].max() <= x + w + 1
+    # detection-only copies drop the polygons (they stay out of the DataLoader workers)
+    light = ds.without_masks()
+    assert "masks" not in light[0] and "segs" not in light.records[0] and "segs" in ds.records[0]
+    assert np.array_equal(light[0]["boxes"], s["boxes"])
 
 
 def _tiny_coco(tmp_path, img_dir, images, anns, cats=None, name="ann.json"):
@@ -325,6 +329,20 @@ def test_rle_decode_matches_pycocotools():
     assert np.array_equal(rle_decode({"size": [37, 53], "counts": counts}), m)
     polys = mask_to_polygons(m)
     assert len(polys) == 2 and all(p.dtype == np.float32 and p.shape[1] == 2 for p in polys)
+
+
+def test_non_crowd_rle_becomes_polygons(tmp_path, shared):
+    img_dir = shared("data/coco_tiny/val2017")
+    m = np.zeros((426, 640), np.uint8)
+    m[10:60, 20:80] = 1
+    flat = m.T.reshape(-1)
+    change = np.flatnonzero(np.diff(flat)) + 1
+    counts = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+    ann = _ann(1, 1, [20, 10, 60, 50], segmentation={"size": [426, 640], "counts": counts})
+    p = _tiny_coco(tmp_path, img_dir, [_img(1, "000000532481.jpg")], [ann])
+    s = CocoDataset(p, img_dir)[0]
+    (poly,) = s["masks"][0]
+    np.testing.assert_array_equal([*poly.min(0), *poly.max(0)], [20, 10, 79, 59])  # pixel centres of the mask
 
 
 # ------------------------------------------------------------------------------------------------------ synthetic

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from rtmkit.data.datasets import load_dataset
-from rtmkit.data.loader import EpochSampler, TrainDataset, ValDataset, build_train_loader, collate
+from rtmkit.data.loader import (
+    EpochSampler,
+    TrainDataset,
+    ValDataset,
+    build_train_loader,
+    collate,
+    normalize_batch,
+)
 from rtmkit.data.preprocess import letterbox
 from rtmkit.data.transforms import (
     CachedMixUp,
@@ -99,6 +106,10 @@ def test_random_resize_by_hand():
     # the second box is clipped to the image
     np.testing.assert_allclose(out["boxes"], [[100, 66.7, 500, 333.5], [937.5, 624.8244, 1000, 667]], atol=1e-3)
     assert_masks_match_boxes(out)
+    # rounding: 500x427 -> f = 640/500 = 1.28, h = int(427 * 1.28 + 0.5) = int(547.06) = 547 (fact sheet B)
+    out = RandomResize(640).resize(make(427, 500, [[0, 0, 500, 427]]), (640, 640))
+    assert out["image"].shape == (547, 640, 3)
+    np.testing.assert_allclose(out["boxes"], [[0, 0, 640, 547]])
     # with the generator: r = U(0.5, 2.0) from default_rng(0).random() = 0.63696... -> r = 1.45544,
     # target int(1280 r) = 1862, f = 1862 / 640 -> (h, w) = (int(427 f + .5), int(640 f + .5)) = (1242, 1862)
     out = RandomResize(1280, (0.5, 2.0))(s, np.random.default_rng(0))
@@ -450,7 +461,9 @@ def test_train_output_normalised_and_rejections_resampled():
     mean = torch.tensor([103.53, 116.28, 123.675]).view(3, 1, 1)
     std = torch.tensor([57.375, 57.12, 58.395]).view(3, 1, 1)
     expected = (torch.from_numpy(raw["image"]).permute(2, 0, 1).float() - mean) / std
-    assert torch.allclose(img, expected) and set(target) == {"boxes", "labels"}
+    assert torch.equal(img, expected) and set(target) == {"boxes", "labels"}  # exactly the float32 arithmetic
+    raw_u8 = TrainDataset(ds, "tiny", img_scale=320, max_epochs=10, stage2_epochs=2, epoch=9, normalize=False)[0][0]
+    assert raw_u8.dtype == torch.uint8 and torch.equal(normalize_batch(raw_u8[None])[0], img)
     assert target["boxes"].dtype == torch.float32 and target["labels"].dtype == torch.int64
     # a sample without gt is always rejected by RandomCrop: another index is drawn until one passes
     bad = ListDataset([make(400, 400, [], masks=False)] + ds.samples[:1])
@@ -492,6 +505,20 @@ def test_loader_two_workers_and_collate():
     assert images.shape == (2, 3, 4, 4) and len(targets) == 2
 
 
+def test_instance_masks_reach_the_target():
+    ds = ListDataset([make(300 + 20 * i, 400, [[10, 10, 200, 150], [150, 100, 390, 290]], COLOURS[i])
+                      for i in range(8)])
+    td = TrainDataset(ds, "tiny", img_scale=256, with_masks=True)
+    assert type(td.pipeline.transforms[-1]).__name__ == "FilterAnnotations"
+    for i in range(12):
+        _, t = td[i % 8]
+        assert len(t["masks"]) == len(t["boxes"]) == len(t["labels"])
+        for poly, box in zip(t["masks"], t["boxes"].numpy()):  # recompute_bbox: boxes are the polygons' bounds
+            pts = np.concatenate(poly)
+            np.testing.assert_allclose([*pts.min(0), *pts.max(0)], box, atol=1e-3)
+    assert "masks" not in TrainDataset(ds, "tiny", img_scale=256)[0][1]
+
+
 def test_val_dataset_is_letterbox():
     s = make(427, 640, [[64, 42.7, 320, 213.5]], gradient=True)
     val = ValDataset(ListDataset([s]), img_scale=320)
@@ -500,5 +527,5 @@ def test_val_dataset_is_letterbox():
     assert (ws, hs) == (0.5, 214 / 427) and target["scale_factor"] == (ws, hs)
     mean = torch.tensor([103.53, 116.28, 123.675]).view(3, 1, 1)
     std = torch.tensor([57.375, 57.12, 58.395]).view(3, 1, 1)
-    assert torch.allclose(img, (torch.from_numpy(canvas).permute(2, 0, 1).float() - mean) / std)
+    assert torch.equal(img, (torch.from_numpy(canvas).permute(2, 0, 1).float() - mean) / std)
     np.testing.assert_allclose(target["boxes"].numpy(), [[32, 42.7 * hs, 160, 213.5 * hs]], rtol=1e-6)

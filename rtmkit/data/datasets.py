@@ -7,7 +7,8 @@ A sample (what ``dataset[i]`` returns) is a dict::
     labels        int64 [N] contiguous class indices
     ignore_boxes  float32 [M, 4] (COCO crowd regions: never used as gt)
     masks         (only when the annotations have any) list of N instances, each a list of float32 [K, 2] polygons
-                  (x, y) in pixels; an instance without a polygon has an empty list
+                  (x, y) in pixels; an instance without a polygon has an empty list; a non-crowd RLE mask is
+                  turned into polygons (outer contours) when loaded
     path          image file (str)
     image_id      COCO image id (YOLO: the sample's index in the split)
     orig_shape    (h, w) of the decoded image
@@ -35,6 +36,7 @@ Bad samples, decided as follows (each problem is recorded in ``dataset.problems`
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -98,7 +100,8 @@ class DetectionDataset:
     """Common part of the datasets: a list of records (annotations without pixels) and a loader.
 
     Subclasses fill ``records`` with dicts holding ``path``, ``image_id``, ``boxes``, ``labels``, ``ignore_boxes``
-    and ``segs`` (None or per box a list of polygons) and implement ``_scale`` when their boxes are normalised.
+    and ``segs`` (per box None, a list of flat polygons or an RLE dict); ``normalised: True`` marks boxes and
+    polygons in [0, 1] image units (YOLO), scaled to pixels when the image is loaded.
     """
 
     classes: tuple[str, ...]
@@ -128,6 +131,16 @@ class DetectionDataset:
         if self.has_masks:
             sample["masks"] = [self._polygons(seg, h, w, rec.get("normalised", False)) for seg in rec["segs"]]
         return sample
+
+    def without_masks(self) -> DetectionDataset:
+        """A shallow copy that does not load masks and holds no polygons (what a detection-only DataLoader should
+        send to its workers: COCO's polygons are most of a COCO dataset's memory)."""
+        if not self.has_masks:
+            return self
+        out = copy.copy(self)
+        out.records = [{k: v for k, v in r.items() if k != "segs"} for r in self.records]
+        out.has_masks = False
+        return out
 
     def num_gt(self, index: int) -> int:
         """Number of gt boxes of a sample (without loading its image)."""
@@ -172,7 +185,9 @@ def _guess_img_dir(ann_file: Path, images: list[dict]) -> Path:
     parent = ann_file.parent
     candidates = [parent / stem, parent.parent / stem.split("_")[-1], parent.parent / stem, parent / "images" / stem,
                   parent.parent / "images" / stem.split("_")[-1], parent / "images", parent.parent / "images", parent]
-    names = [im.get("file_name") for im in images[:20] if isinstance(im.get("file_name"), str)]
+    names = [im.get("file_name") for im in images[:20] if isinstance(im, dict) and isinstance(im.get("file_name"), str)]
+    if not names:
+        return parent
     for c in candidates:
         if c.is_dir() and any((c / n).is_file() for n in names):
             return c

@@ -28,20 +28,47 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from .datasets import DatasetError, DatasetWarning
+from .datasets import DatasetError, DatasetWarning, DetectionDataset
 from .images import ImageReadError
 from .transforms import MEAN_BGR, STD_BGR, build_train_pipeline, build_val_pipeline
 
 
 def to_tensor(image: np.ndarray, mean: Sequence[float] = MEAN_BGR, std: Sequence[float] = STD_BGR,
               normalize: bool = True) -> torch.Tensor:
-    """HxWx3 BGR uint8 -> CHW tensor: float32 ``(x - mean) / std`` per BGR channel (uint8 if not normalize)."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    """HxWx3 BGR uint8 -> CHW tensor: float32 ``(x - mean) / std`` per BGR channel (uint8 if not normalize).
+
+    Normalisation goes through a 256-entry float32 table per channel (OpenCV LUT), which gives exactly the
+    float32 ``(x - mean) / std`` of the reference and is several times faster than arithmetic on the image."""
     if not normalize:
-        return t.contiguous()
-    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return (t.float() - m) / s
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    tables = _norm_tables(tuple(mean), tuple(std))
+    h, w = image.shape[:2]
+    out = np.empty((3, h, w), np.float32)
+    for c, channel in enumerate(cv2.split(image)):
+        cv2.LUT(channel, tables[c], dst=out[c])
+    return torch.from_numpy(out)
+
+
+def normalize_batch(images: torch.Tensor, mean: Sequence[float] = MEAN_BGR, std: Sequence[float] = STD_BGR,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """A uint8 [B, 3, H, W] batch (``TrainDataset(..., normalize=False)``) -> float32 ``(x - mean) / std`` on
+    ``device``: the same numbers as ``normalize=True``, with 4x less data through the DataLoader workers (much
+    faster where page faults are slow), normalised where the batch is used (e.g. on the GPU)."""
+    x = images.to(device) if device is not None else images
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    return (x.float() - m) / s
+
+
+_TABLES: dict[tuple, list[np.ndarray]] = {}
+
+
+def _norm_tables(mean: tuple, std: tuple) -> list[np.ndarray]:
+    key = (mean, std)
+    if key not in _TABLES:
+        v = np.arange(256, dtype=np.float32)
+        _TABLES[key] = [((v - np.float32(m)) / np.float32(s)).astype(np.float32) for m, s in zip(mean, std)]
+    return _TABLES[key]
 
 
 def _target(sample: dict[str, Any], with_masks: bool) -> dict[str, Any]:
@@ -65,6 +92,8 @@ class TrainDataset(Dataset):
                  mean: Sequence[float] = MEAN_BGR, std: Sequence[float] = STD_BGR, max_refetch: int = 1000):
         if len(dataset) == 0:
             raise DatasetError("TrainDataset: the dataset is empty")
+        if not with_masks and isinstance(dataset, DetectionDataset):
+            dataset = dataset.without_masks()  # keeps the polygons out of the workers' copies
         self.dataset = dataset
         self.size_name = size_name
         self.img_scale = img_scale
@@ -168,7 +197,7 @@ class ValDataset(Dataset):
 
     def __init__(self, dataset: Any, img_scale: int = 640, normalize: bool = True,
                  mean: Sequence[float] = MEAN_BGR, std: Sequence[float] = STD_BGR):
-        self.dataset = dataset
+        self.dataset = dataset.without_masks() if isinstance(dataset, DetectionDataset) else dataset
         self.pipeline = build_val_pipeline(img_scale)
         self.normalize = normalize
         self.mean, self.std = tuple(mean), tuple(std)
@@ -188,9 +217,15 @@ class ValDataset(Dataset):
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[torch.Tensor, list[dict[str, Any]]]:
-    """Stack the images into [B, 3, H, W]; targets stay a list of dicts."""
+    """Stack the images into [B, 3, H, W]; targets stay a list of dicts. In a DataLoader worker the batch is
+    stacked straight into shared memory (as torch's default_collate does), saving a copy on the way out."""
     images, targets = zip(*batch)
-    return torch.stack(images), list(targets)
+    out = None
+    if get_worker_info() is not None:
+        first = images[0]
+        storage = first.untyped_storage()._new_shared(len(images) * first.numel() * first.element_size())
+        out = first.new(storage).view(-1).resize_(len(images), *first.shape)
+    return torch.stack(images, out=out), list(targets)
 
 
 class EpochSampler(Sampler[int]):
