@@ -84,16 +84,17 @@ class RTMDet:
         if model_str.endswith((".onnx", ".engine")):
             if weights not in (None, False):
                 raise ValueError("an exported model carries its weights: do not pass `weights=`")
+            dev = select_device(device)
             if model_str.endswith(".engine"):
                 from .export.tensorrt import TensorRTBackend
 
-                self._backend = TensorRTBackend(model_str, select_device(device))
+                self._backend = TensorRTBackend(model_str, dev)
             else:
-                self._backend = OnnxRuntimeBackend(model_str, select_device(device))
+                self._backend = OnnxRuntimeBackend(model_str, dev)
             cfg = RTMDetConfig.from_dict(self._backend.meta["config"])
             if overrides:
                 cfg = dataclasses.replace(cfg, **overrides)
-            self.cfg, self.device, self.net, self.weights = cfg, select_device(device), None, model_str
+            self.cfg, self.device, self.net, self.weights = cfg, dev, None, model_str
             self._infer_net, self._channels_last = None, False
             return
         if model_str.endswith((".pth", ".pt")) and Path(model_str).is_file():

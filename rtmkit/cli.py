@@ -13,17 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .config import CLIP_MODES, CONFIGS
-
-
-def increment_dir(base: Path, name: str) -> Path:
-    """``base/name``, or ``base/name2``, ``base/name3`` ... if it exists (a fresh folder per run)."""
-    path = base / name
-    n = 2
-    while path.exists():
-        path = base / f"{name}{n}"
-        n += 1
-    path.mkdir(parents=True)
-    return path
+from .runs import increment_dir
 
 
 def demo_image(size: int = 640) -> np.ndarray:

@@ -25,6 +25,7 @@ from torch import nn
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
 from ..config import RTMDetConfig, get_config
 from ..models.detector import RTMDetNet
+from ..runs import increment_dir
 from .distributed import (
     DistInfo,
     barrier,
@@ -130,14 +131,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), state["python_pos"]))
     np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), state["numpy_pos"], 0, 0.0))
     torch.set_rng_state(state["torch"])
-
-
-def _increment_dir(project: str, name: str) -> Path:
-    base = Path(project)
-    path, n = base / name, 2
-    while path.exists():
-        path, n = base / f"{name}{n}", n + 1
-    return path
 
 
 def _write_args_yaml(path: Path, args: dict[str, Any]) -> None:
@@ -306,7 +299,7 @@ class Trainer:
             _set_rng_state(resume_state["rng"])
             self._log(f"resumed from {self.save_dir / 'weights' / 'last.pt'} at epoch {start_epoch}")
         else:
-            self.save_dir = broadcast_object(_increment_dir(a.project, a.name) if self.dist.is_main else None)
+            self.save_dir = broadcast_object(increment_dir(a.project, a.name) if self.dist.is_main else None)
         weights_dir = self.save_dir / "weights"
         if self.dist.is_main:
             weights_dir.mkdir(parents=True, exist_ok=True)
