@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +29,8 @@ import torch
 from rtmkit import RTMDet
 from rtmkit.assets import shared_dir
 from rtmkit.data.preprocess import preprocess
-from rtmkit.models.fuse import fuse_model
-from rtmkit.models.postprocess import postprocess
+from rtmkit.models.fuse import compile_for_inference, fuse_model
+from rtmkit.models.postprocess import postprocess, postprocess_flat
 
 
 def load_model(name: str) -> RTMDet:
@@ -68,6 +69,25 @@ def load_image(size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 255, (size * 3 // 4, size, 3), dtype=np.uint8)
 
 
+class OrtRunner:
+    """The raw exported graph in ONNX Runtime, called like a net: NCHW float tensor in, per-level-flat
+    (scores, boxes) out, post-processed by rtmkit's ``postprocess_flat`` (what ``RTMDet("x.onnx")`` does)."""
+
+    def __init__(self, model: RTMDet, size: int, threads: int, workdir: Path):
+        from rtmkit.export.backends import OnnxRuntimeBackend
+
+        path = model.export("onnx", workdir / "bench_raw.onnx", imgsz=size, nms=False, dynamic=True)
+        self.backend = OnnxRuntimeBackend(path, threads=threads)
+        self.size = size
+        self.level_ids = torch.cat([torch.full(((size // s) ** 2,), i) for i, s in enumerate(model.cfg.strides)])
+
+    def __call__(self, batch: torch.Tensor):
+        return self.backend(batch.numpy())
+
+    def post(self, outs, cfg, scales):
+        return postprocess_flat(outs[0], outs[1], self.level_ids, (self.size, self.size), cfg, scales)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="rtmdet-tiny")
@@ -75,6 +95,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (10-20 s to build)")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime variant")
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
@@ -86,42 +108,63 @@ def main() -> None:
     plain = model.net.eval()
     fused = fuse_model(plain)
     fused_cl = fuse_model(plain).to(memory_format=torch.channels_last)
+    strides = plain.bbox_head.strides
+
+    def torch_post(outs, post_cfg, scales):
+        return postprocess(outs[0], outs[1], strides, post_cfg, scales)
+
     variants = {
-        "eager (no_grad)": (plain, torch.no_grad, False),
-        "inference_mode": (plain, torch.inference_mode, False),
-        "BN folded": (fused, torch.inference_mode, False),
-        "BN folded + channels_last": (fused_cl, torch.inference_mode, True),
+        "eager (no_grad)": (plain, torch.no_grad, False, torch_post),
+        "inference_mode": (plain, torch.inference_mode, False, torch_post),
+        "BN folded": (fused, torch.inference_mode, False, torch_post),
+        "BN folded + channels_last": (fused_cl, torch.inference_mode, True, torch_post),
     }
-    times: dict[str, dict[str, list[float]]] = {k: {"pre": [], "fwd": [], "post": {}} for k in variants}
-    for k in times:
-        times[k]["post"] = {"eval": [], "deploy": []}
+    if not args.no_compile:
+        t = time.perf_counter()
+        compiled = compile_for_inference(fused_cl, args.imgsz, "cpu", channels_last=True)
+        if compiled is not fused_cl:
+            print(f"torch.compile (freezing): built in {time.perf_counter() - t:.1f} s")
+            variants["+ torch.compile (model.fuse(compile=True))"] = (compiled, torch.inference_mode, True, torch_post)
+    tmp = tempfile.TemporaryDirectory()
+    if not args.no_onnx:
+        try:
+            ort_runner = OrtRunner(model, args.imgsz, args.threads, Path(tmp.name))
+            variants["ONNX Runtime (raw graph)"] = (ort_runner, torch.inference_mode, False, ort_runner.post)
+        except ImportError as e:
+            print(f"ONNX Runtime variant skipped: {e}")
+    times: dict[str, dict] = {k: {"pre": [], "fwd": [], "post": {"eval": [], "deploy": []}} for k in variants}
+    counts = {}
     for i in range(args.warmup + args.runs):
-        for name, (net, ctx, cl) in variants.items():
+        for name, (net, ctx, cl, post_fn) in variants.items():
             with ctx():
                 t0 = time.perf_counter()
                 batch, scales = preprocess([img], args.imgsz, cfg.mean, cfg.std, channels_last=cl)
                 t1 = time.perf_counter()
-                cls_scores, bbox_preds = net(batch)
+                outs = net(batch)
                 t2 = time.perf_counter()
                 post = {}
                 for preset in ("eval", "deploy"):
                     t3 = time.perf_counter()
-                    dets = postprocess(cls_scores, bbox_preds, net.bbox_head.strides, cfg.preset(preset), scales)
+                    dets = post_fn(outs, cfg.preset(preset), scales)
                     post[preset] = (time.perf_counter() - t3, len(dets[0].scores))
+            counts[name] = {k: v[1] for k, v in post.items()}
             if i >= args.warmup:
                 times[name]["pre"].append(t1 - t0)
                 times[name]["fwd"].append(t2 - t1)
                 for preset, (t, _) in post.items():
                     times[name]["post"][preset].append(t)
+    tmp.cleanup()
     med = statistics.median
     base_fwd = med(times["eager (no_grad)"]["fwd"])
+    w = max(len(k) for k in variants) + 1
     print(f"\n{args.model} @ {args.imgsz}, batch 1, {args.threads} threads, median of {args.runs} runs (ms)")
-    print(f"{'variant':28s} {'pre':>7s} {'forward':>8s} {'post eval':>10s} {'post deploy':>12s} {'fwd ratio':>10s}")
+    print(f"{'variant':{w}s} {'pre':>7s} {'forward':>8s} {'post eval':>10s} {'post deploy':>12s} {'fwd ratio':>10s}"
+          f" {'dets eval/deploy':>17s}")
     for name, t in times.items():
         fwd = med(t["fwd"])
-        print(f"{name:28s} {med(t['pre']) * 1e3:7.2f} {fwd * 1e3:8.2f} {med(t['post']['eval']) * 1e3:10.2f} "
-              f"{med(t['post']['deploy']) * 1e3:12.2f} {fwd / base_fwd:10.3f}")
-    print(f"detections: eval {post['eval'][1]}, deploy {post['deploy'][1]}")
+        print(f"{name:{w}s} {med(t['pre']) * 1e3:7.2f} {fwd * 1e3:8.2f} {med(t['post']['eval']) * 1e3:10.2f} "
+              f"{med(t['post']['deploy']) * 1e3:12.2f} {fwd / base_fwd:10.3f} "
+              f"{counts[name]['eval']:>8d}/{counts[name]['deploy']:<8d}")
     if args.model != "rtmdet-tiny":
         return
     ref = time_reference(args.reference_python, args.runs, args.warmup, args.threads)
@@ -129,13 +172,13 @@ def main() -> None:
         return
     print(f"\nreference (MMDetection 3.3, same session): pre {ref['pre']:.2f}, forward {ref['fwd']:.2f}, "
           f"post eval {ref['post_eval']:.2f} ms ({ref['dets']} detections)")
-    print(f"{'variant':28s} {'forward / ref':>14s} {'post eval / ref':>16s} {'pre+fwd+post(eval) / ref':>25s}")
+    print(f"{'variant':{w}s} {'forward / ref':>14s} {'post eval / ref':>16s} {'pre+fwd+post(eval) / ref':>25s}")
     ref_total = ref["pre"] + ref["fwd"] + ref["post_eval"]
     for name, t in times.items():
         total = med(t["pre"]) + med(t["fwd"]) + med(t["post"]["eval"])
         fwd_ratio = med(t["fwd"]) * 1e3 / ref["fwd"]
         post_ratio = med(t["post"]["eval"]) * 1e3 / ref["post_eval"]
-        print(f"{name:28s} {fwd_ratio:14.3f} {post_ratio:16.3f} {total * 1e3 / ref_total:25.3f}")
+        print(f"{name:{w}s} {fwd_ratio:14.3f} {post_ratio:16.3f} {total * 1e3 / ref_total:25.3f}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ("torch", "torch-fused", "onnx", "engine")
+FORMATS = ("torch", "torch-fused", "torch-compiled", "onnx", "engine")
 
 
 @dataclass
@@ -102,6 +102,8 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
                 model = base
             elif fmt == "torch-fused":
                 model = RTMDet(model_name, weights=weights, device=device).fuse()
+            elif fmt == "torch-compiled":
+                model = RTMDet(model_name, weights=weights, device=device).fuse(compile=True)
             elif fmt == "onnx":
                 path = base.export("onnx", workdir / f"{base.cfg.name}_raw.onnx", imgsz=size, nms=False, dynamic=True)
                 model = RTMDet(path, device=device)

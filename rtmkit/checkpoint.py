@@ -665,7 +665,7 @@ def save_checkpoint(
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise TypeError(f"state_dict entries must be str -> Tensor, got {key!r}: {type(value).__name__}")
-        weights[key] = value.detach().cpu()
+        weights[key] = value.detach().cpu().contiguous()  # standard layout, also from channels-last nets
     meta: dict[str, Any] = {"rtmkit_version": _rtmkit_version()}
     if class_names is not None:
         meta["dataset_meta"] = {"classes": [str(name) for name in class_names]}

@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="latency/throughput (pre/forward/post) per format, AP on --data")
     b.add_argument("--model", default="rtmdet-tiny", help="config name or rtmkit checkpoint")
     b.add_argument("--weights", default=None)
-    b.add_argument("--formats", default="torch,torch-fused,onnx", help="comma list of torch, torch-fused, onnx, engine")
+    b.add_argument("--formats", default="torch,torch-fused,onnx",
+                   help="comma list of torch, torch-fused, torch-compiled, onnx, engine")
     b.add_argument("--batch", default="1", help="comma list of batch sizes, e.g. 1,8,32")
     b.add_argument("--imgsz", type=int, default=None)
     b.add_argument("--data", default=None, help="COCO json (adds AP) or an image folder/glob (default: synthetic)")

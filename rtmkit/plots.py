@@ -124,11 +124,13 @@ def plot_pr_curve(precision: np.ndarray, names: list[str], path, w: int = 640, h
 
 
 def plot_train_batch(images, targets, mean, std, names: dict[int, str], path, max_images: int = 16) -> None:
-    """A mosaic of (up to 16) training inputs, de-normalised, with their target boxes."""
+    """A mosaic of (up to 16) training inputs (uint8, or normalised and then de-normalised here), with their
+    target boxes."""
     import torch
 
-    x = images[:max_images].detach().float().cpu()
-    x = x * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    x = images[:max_images].detach().cpu()
+    if x.dtype != torch.uint8:
+        x = x.float() * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
     tiles = []
     for img, t in zip(x.clamp(0, 255).byte().permute(0, 2, 3, 1).numpy(), targets):
         boxes, labels = t["boxes"].cpu().numpy(), t["labels"].cpu().numpy()

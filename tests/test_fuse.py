@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import warnings
+
+import pytest
 import torch
 
 from rtmkit import RTMDet, get_config
 from rtmkit.models.detector import RTMDetNet
-from rtmkit.models.fuse import fuse_model
+from rtmkit.models.fuse import compile_for_inference, fuse_model
 from rtmkit.models.layers import ConvBNAct
 
 
@@ -36,3 +40,35 @@ def test_fused_predict_matches_plain(shared):
     torch.testing.assert_close(torch.from_numpy(fast.boxes), torch.from_numpy(plain.boxes), rtol=0, atol=1e-2)
     torch.testing.assert_close(torch.from_numpy(fast.scores), torch.from_numpy(plain.scores), rtol=0, atol=1e-4)
     assert "bbox_head.rtm_cls.0.weight" in model.net.state_dict()  # model.net untouched
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_predict_matches_plain(shared):
+    """fuse(compile=True): inductor with frozen weights gives the same detections as the plain net."""
+    weights = shared("weights/rtmdet_nano_person/rtmdet_nano_person.pth")
+    image = str(shared("data/coco_tiny/val2017/000000300039.jpg"))
+    plain = RTMDet("rtmdet-nano-person", weights=weights, device="cpu").predict(image, preset="eval")[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = RTMDet("rtmdet-nano-person", weights=weights, device="cpu").fuse(compile=True)
+    assert not [w for w in caught if "torch.compile failed" in str(w.message)]  # it must really compile here
+    assert isinstance(model._infer_net, torch._dynamo.eval_frame.OptimizedModule)
+    fast = model.predict(image, preset="eval")[0]
+    assert len(plain) == len(fast) > 0
+    # inductor re-associates some sums: boxes (original-image pixels, up to ~640) move by a few 1e-5 relative
+    torch.testing.assert_close(torch.from_numpy(fast.boxes), torch.from_numpy(plain.boxes), rtol=1e-4, atol=1e-2)
+    torch.testing.assert_close(torch.from_numpy(fast.scores), torch.from_numpy(plain.scores), rtol=0, atol=1e-4)
+
+
+def test_compile_failure_falls_back_to_eager(monkeypatch):
+    net = fuse_model(RTMDetNet(get_config("rtmdet-tiny")).eval())
+
+    class Broken(torch.nn.Module):
+        def forward(self, x):
+            raise RuntimeError("no working C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", lambda *a, **k: Broken())
+    with pytest.warns(UserWarning, match="torch.compile failed.*no working C\\+\\+ compiler"):
+        out = compile_for_inference(net, 64)
+    assert out is net

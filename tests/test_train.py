@@ -154,6 +154,6 @@ def test_ddp_two_processes_equal_one_process_with_combined_batch(tmp_path):
     for k in a:
         if a[k].is_floating_point():
             # float32 reductions in another order (per-rank sums, all-reduce): a few ulps
-            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
         else:
             assert torch.equal(a[k], b[k]), k

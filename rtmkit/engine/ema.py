@@ -36,12 +36,20 @@ class ExpMomentumEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         m = self.momentum_at(self.steps)
+        floats, float_src, others, other_src = [], [], [], []
         for avg, src in self._pairs(model):
             src = src.detach()
             if self.steps == 0 or not avg.dtype.is_floating_point:
-                avg.copy_(src)
+                others.append(avg)
+                other_src.append(src)
             else:
-                avg.mul_(1 - m).add_(src.to(avg.dtype), alpha=m)
+                floats.append(avg)
+                float_src.append(src.to(avg.dtype))
+        if others:
+            torch._foreach_copy_(others, other_src)
+        if floats:  # one fused kernel per op over all tensors; same arithmetic as avg.mul_(1 - m).add_(src, alpha=m)
+            torch._foreach_mul_(floats, 1 - m)
+            torch._foreach_add_(floats, float_src, alpha=m)
         self.steps += 1
 
     def state_dict(self) -> dict:

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
 from ..config import RTMDetConfig, get_config
+from ..data.loader import normalize_batch
 from ..models.detector import RTMDetNet
 from ..runs import increment_dir
 from .distributed import (
@@ -309,7 +310,8 @@ class Trainer:
         from ..data.loader import TrainDataset
 
         train_ds = TrainDataset(train_set, _size_name(cfg), cfg.input_size, a.seed, max_epochs=a.epochs,
-                                stage2_epochs=stage2, epoch=start_epoch, mean=cfg.mean, std=cfg.std)
+                                stage2_epochs=stage2, epoch=start_epoch, mean=cfg.mean, std=cfg.std,
+                                normalize=False)  # uint8 from the workers (4x less data); normalised on device
         loader = None
         iters_per_epoch = None
         schedule = None
@@ -381,7 +383,7 @@ class Trainer:
 
                 plot_train_batch(images, targets, net.cfg.mean, net.cfg.std, dict(enumerate(net.cfg.class_names)),
                                  self.save_dir / f"train_batch_epoch{epoch + 1}.jpg")
-            images = images.to(device, non_blocking=True)
+            images = normalize_batch(images, net.cfg.mean, net.cfg.std, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             if i % a.accumulate == 0:
                 schedule.apply(opt, it)

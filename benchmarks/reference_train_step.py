@@ -1,0 +1,59 @@
+"""Times the official implementation's training step for bench_train_step.py (never imported by rtmkit).
+
+Run with the Python of the reference environment (shared/tools/reference/setup.sh). Builds the official model
+with seeded random weights, saves them for rtmkit, then times ``model.train_step`` (data preprocessor, loss,
+backward, AdamW with the config's paramwise settings) plus the EMA hook's ``update_parameters``.
+Prints one JSON line.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    tools, name, batch_file, weights_out, steps, warmup, threads = sys.argv[1:8]
+    torch.set_num_threads(int(threads))
+    sys.path.insert(0, tools)
+    from mmdet.models.layers import ExpMomentumEMA
+    from mmdet.structures import DetDataSample
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.structures import InstanceData
+    from reference import build_reference  # shared/tools/reference/reference.py
+
+    model, cfg = build_reference(name)
+    torch.save(model.state_dict(), weights_out)
+    data = torch.load(batch_file, weights_only=True)
+    images = data["images"]
+    size = tuple(images.shape[2:])
+    samples = []
+    for boxes, labels in zip(data["boxes"], data["labels"]):
+        s = DetDataSample(metainfo={"img_shape": size, "pad_shape": size, "batch_input_shape": size,
+                                    "scale_factor": (1.0, 1.0)})
+        s.gt_instances = InstanceData(bboxes=boxes, labels=labels)
+        samples.append(s)
+    optim_cfg = cfg.optim_wrapper.copy()
+    optim_cfg.optimizer.lr = 0.004 * images.shape[0] / 256
+    optim_wrapper = build_optim_wrapper(model, optim_cfg)
+    ema = ExpMomentumEMA(model, momentum=0.0002, gamma=2000, update_buffers=True)
+    model.train()
+    times, first = [], {}
+    for i in range(int(warmup) + int(steps)):
+        t0 = time.perf_counter()
+        log = model.train_step({"inputs": list(images), "data_samples": samples}, optim_wrapper)
+        ema.update_parameters(model)
+        times.append(time.perf_counter() - t0)
+        if i == 0:
+            first = {k: float(v) for k, v in log.items()}
+    t = np.array(times[int(warmup):]) * 1e3
+    q = np.percentile(t, [25, 75])
+    print(json.dumps({"step_ms": statistics.median(t.tolist()), "iqr_ms": float(q[1] - q[0]),
+                      "loss_cls": first["loss_cls"], "loss_bbox": first["loss_bbox"]}))
+
+
+if __name__ == "__main__":
+    main()
