@@ -69,15 +69,18 @@ def load_image(size: int) -> np.ndarray:
     return np.random.default_rng(0).integers(0, 255, (size * 3 // 4, size, 3), dtype=np.uint8)
 
 
-class OrtRunner:
-    """The raw exported graph in ONNX Runtime, called like a net: NCHW float tensor in, per-level-flat
+class ExportedRunner:
+    """The raw exported graph in ONNX Runtime or OpenVINO, called like a net: NCHW float tensor in, per-level-flat
     (scores, boxes) out, post-processed by rtmkit's ``postprocess_flat`` (what ``RTMDet("x.onnx")`` does)."""
 
-    def __init__(self, model: RTMDet, size: int, threads: int, workdir: Path):
-        from rtmkit.export.backends import OnnxRuntimeBackend
+    def __init__(self, model: RTMDet, size: int, threads: int, workdir: Path, runtime: str = "onnxruntime"):
+        from rtmkit.export.backends import OnnxRuntimeBackend, OpenVINOBackend
 
-        path = model.export("onnx", workdir / "bench_raw.onnx", imgsz=size, nms=False, dynamic=True)
-        self.backend = OnnxRuntimeBackend(path, threads=threads)
+        path = workdir / "bench_raw.onnx"
+        if not path.exists():
+            model.export("onnx", path, imgsz=size, nms=False, dynamic=True)
+        backend = OpenVINOBackend if runtime == "openvino" else OnnxRuntimeBackend
+        self.backend = backend(path, threads=threads)
         self.size = size
         self.level_ids = torch.cat([torch.full(((size // s) ** 2,), i) for i, s in enumerate(model.cfg.strides)])
 
@@ -96,7 +99,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (10-20 s to build)")
-    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime variant")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime and OpenVINO variants")
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
@@ -127,11 +130,12 @@ def main() -> None:
             variants["+ torch.compile (model.fuse(compile=True))"] = (compiled, torch.inference_mode, True, torch_post)
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx:
-        try:
-            ort_runner = OrtRunner(model, args.imgsz, args.threads, Path(tmp.name))
-            variants["ONNX Runtime (raw graph)"] = (ort_runner, torch.inference_mode, False, ort_runner.post)
-        except ImportError as e:
-            print(f"ONNX Runtime variant skipped: {e}")
+        for runtime, label in (("onnxruntime", "ONNX Runtime (raw graph)"), ("openvino", "OpenVINO (raw graph)")):
+            try:
+                runner = ExportedRunner(model, args.imgsz, args.threads, Path(tmp.name), runtime)
+                variants[label] = (runner, torch.inference_mode, False, runner.post)
+            except ImportError as e:
+                print(f"{label} skipped: {e}")
     times: dict[str, dict] = {k: {"pre": [], "fwd": [], "post": {"eval": [], "deploy": []}} for k in variants}
     counts = {}
     for i in range(args.warmup + args.runs):

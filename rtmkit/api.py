@@ -72,11 +72,14 @@ class RTMDet:
     ``weights`` is a checkpoint path, URL or model-zoo name; ``True`` means the zoo weights of ``model``; without
     weights the network is freshly initialised. ``num_classes`` is taken from the checkpoint when not given.
     Other keyword arguments override config fields (``input_size=416`` ...).
+    Exported models: ``RTMDet("x.onnx")`` runs ONNX Runtime (``runtime="openvino"``: OpenVINO on the CPU, same
+    file), ``RTMDet("x.engine")`` TensorRT.
     """
 
     def __init__(self, model: str | os.PathLike = "rtmdet-s", weights: str | os.PathLike | bool | None = None,
                  device: str | int | torch.device | None = None, *, num_classes: int | None = None,
-                 class_names: list[str] | tuple[str, ...] | None = None, strict: bool = True, **overrides: Any):
+                 class_names: list[str] | tuple[str, ...] | None = None, strict: bool = True,
+                 runtime: str | None = None, **overrides: Any):
         ckpt: dict | None = None
         source = str(weights) if weights not in (None, True, False) else None
         model_str = str(model)
@@ -89,14 +92,24 @@ class RTMDet:
                 from .export.tensorrt import TensorRTBackend
 
                 self._backend = TensorRTBackend(model_str, dev)
-            else:
+            elif runtime in (None, "onnxruntime", "ort"):
                 self._backend = OnnxRuntimeBackend(model_str, dev)
+            elif runtime == "openvino":
+                from .export.backends import OpenVINOBackend
+
+                self._backend = OpenVINOBackend(model_str, dev)
+            else:
+                raise ValueError(f"unknown runtime {runtime!r} for {model_str}: use 'onnxruntime' or 'openvino'")
             cfg = RTMDetConfig.from_dict(self._backend.meta["config"])
             if overrides:
                 cfg = dataclasses.replace(cfg, **overrides)
             self.cfg, self.device, self.net, self.weights = cfg, dev, None, model_str
+            self.runtime = runtime or ("tensorrt" if model_str.endswith(".engine") else "onnxruntime")
             self._infer_net, self._channels_last = None, False
             return
+        if runtime not in (None, "torch"):
+            raise ValueError(f"runtime={runtime!r} applies to exported .onnx models, not to {model_str}")
+        self.runtime = "torch"
         if model_str.endswith((".pth", ".pt")) and Path(model_str).is_file():
             if weights not in (None, False):
                 raise ValueError("pass either a checkpoint as `model` or `weights=`, not both")

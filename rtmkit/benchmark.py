@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ("torch", "torch-fused", "torch-compiled", "onnx", "engine")
+FORMATS = ("torch", "torch-fused", "torch-compiled", "onnx", "openvino", "engine")
 
 
 @dataclass
@@ -104,9 +104,9 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
                 model = RTMDet(model_name, weights=weights, device=device).fuse()
             elif fmt == "torch-compiled":
                 model = RTMDet(model_name, weights=weights, device=device).fuse(compile=True)
-            elif fmt == "onnx":
+            elif fmt in ("onnx", "openvino"):
                 path = base.export("onnx", workdir / f"{base.cfg.name}_raw.onnx", imgsz=size, nms=False, dynamic=True)
-                model = RTMDet(path, device=device)
+                model = RTMDet(path, device=device, runtime="openvino" if fmt == "openvino" else None)
             else:
                 from .export.tensorrt import build_engine_model
 

@@ -130,6 +130,15 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from .data.check import check_dataset
+
+    kwargs = {"img_dir": args.images} if args.images else {}
+    report = check_dataset(args.data, args.split, verify_images=not args.no_images, **kwargs)
+    print(report.format(max_files=None if args.all else 50))
+    return 1 if report.fatal else 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine.trainer import TrainArgs, Trainer
 
@@ -146,10 +155,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(data=data, val=val)
     if demo:
-        for key, default in (("imgsz", 320), ("epochs", 12), ("batch", 8), ("lr", 0.004), ("warmup_iters", 20),
-                             ("workers", 0)):
+        # rtmdet-nano trains ~3x faster than tiny on a CPU: 24 epochs (half of them stage 2) in ~3 minutes
+        for key, default in (("model", "rtmdet-nano"), ("imgsz", 320), ("epochs", 24), ("batch", 8), ("lr", 0.004),
+                             ("warmup_iters", 20), ("workers", 0)):
             if getattr(args, key) is None:
                 values[key] = default
+        if args.stage2_epochs is None:
+            values["stage2_epochs"] = values["epochs"] // 2
     result = Trainer(TrainArgs(**values)).fit()
     save_dir = Path(result["save_dir"])
     if result.get("metrics"):
@@ -234,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="rtmdet-tiny", help="config name or rtmkit checkpoint")
     b.add_argument("--weights", default=None)
     b.add_argument("--formats", default="torch,torch-fused,onnx",
-                   help="comma list of torch, torch-fused, torch-compiled, onnx, engine")
+                   help="comma list of torch, torch-fused, torch-compiled, onnx, openvino, engine")
     b.add_argument("--batch", default="1", help="comma list of batch sizes, e.g. 1,8,32")
     b.add_argument("--imgsz", type=int, default=None)
     b.add_argument("--data", default=None, help="COCO json (adds AP) or an image folder/glob (default: synthetic)")
@@ -246,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_benchmark)
 
     t = sub.add_parser("train", help="train (no --data: a short offline run on a built-in shapes dataset)")
-    t.add_argument("--model", default="rtmdet-tiny", help=f"config name ({', '.join(CONFIGS)})")
+    t.add_argument("--model", default=None,
+                   help=f"config name ({', '.join(CONFIGS)}); default rtmdet-tiny (rtmdet-nano for the built-in demo)")
     t.add_argument("--data", default=None, help="COCO train json or YOLO data.yaml")
     t.add_argument("--val", default=None, help="COCO val json (a data.yaml has its own val split)")
     t.add_argument("--epochs", type=int, default=None)
@@ -273,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--name", default="exp")
     t.add_argument("--warmup-iters", dest="warmup_iters", type=int, default=None)
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("check", help="check a dataset: bad images, boxes, classes and files, reported by file")
+    c.add_argument("--data", required=True, help="COCO json or YOLO data.yaml")
+    c.add_argument("--split", default="train", help="split of a data.yaml (train/val/test)")
+    c.add_argument("--images", default=None, help="image folder of a COCO json (default: next to it)")
+    c.add_argument("--no-images", dest="no_images", action="store_true", help="skip decoding every image")
+    c.add_argument("--all", action="store_true", help="list every file with problems (default: the first 50)")
+    c.set_defaults(func=cmd_check)
 
     v = sub.add_parser("val", help="COCO box AP of a model on a COCO json (eval preset)")
     v.add_argument("--model", default="rtmdet-tiny", help="config name, rtmkit checkpoint or .onnx")

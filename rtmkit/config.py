@@ -146,6 +146,9 @@ CONFIGS: dict[str, RTMDetConfig] = {
     "rtmdet-l": _det("rtmdet-l", 1.0, 1.0, 3, True),
     "rtmdet-x": _det("rtmdet-x", 1.33, 1.25, 4, True),
     "rtmdet-x-p6": _det("rtmdet-x-p6", 1.33, 1.25, 4, True, arch="P6", input_size=1280),
+    # The nano network (RTMPose's detectors) with COCO's 80 classes: no official COCO weights exist; for fast
+    # training from scratch on small data (the built-in demo) and edge devices.
+    "rtmdet-nano": _det("rtmdet-nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, input_size=320),
     # RTMPose's person detector (shared/weights): depthwise convs everywhere, unshared head convs, 320 input.
     "rtmdet-nano-person": _det(
         "rtmdet-nano-person", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,

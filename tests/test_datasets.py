@@ -225,6 +225,20 @@ def test_check_dataset_reports_by_file(tmp_path, shared):
     assert check_dataset(shared("data/balloon/val.json")).ok
 
 
+def test_cli_check_command(tmp_path, shared, capsys):
+    from rtmkit.cli import main
+
+    img_dir = shared("data/coco_tiny/val2017")
+    p = _tiny_coco(tmp_path, img_dir, [_img(1, "000000532481.jpg"), _img(2, "gone.jpg")],
+                   [_ann(1, 1, [10, 10, 100, 100]), _ann(2, 1, [1, 1, 5, 5])])
+    assert main(["check", "--data", str(p), "--images", str(img_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "gone.jpg" in out and "missing_image" in out and "1 usable images of 2" in out
+    p2 = _tiny_coco(tmp_path, img_dir, [_img(1, "gone.jpg")], [_ann(1, 1, [1, 1, 5, 5])], name="all_bad.json")
+    assert main(["check", "--data", str(p2), "--images", str(img_dir)]) == 1
+    assert "no usable samples" in capsys.readouterr().out
+
+
 # ------------------------------------------------------------------------------------------------------ YOLO
 
 

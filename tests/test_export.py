@@ -166,6 +166,45 @@ def test_agnostic_end2end(tmp_path, shared, images):
     assert len(r_agn) == len(r_one) and np.allclose(r_agn.boxes, r_one.boxes, atol=1e-4)
 
 
+@pytest.mark.parametrize("key", ["raw", "e2e", "e2e_u8"])
+def test_openvino_runtime_equals_pytorch(nano, images, exported, key):
+    """runtime="openvino": the same ONNX files through OpenVINO (CPU, f32) give PyTorch's detections."""
+    pytest.importorskip("openvino")
+    model = RTMDet(exported[key], runtime="openvino")
+    assert model.runtime == "openvino"
+    if key == "raw":
+        ref, got = nano.predict(images, preset="eval", batch=4), model.predict(images, preset="eval", batch=4)
+    else:
+        ref = nano.predict(images, batch=4, **GRAPH_POST)
+        got = model.predict(images, batch=4, conf=0.05, max_det=100)
+    _assert_same(ref, got, _scales(images))
+    assert len(got[1]) == 0 and len(got[0]) > 0
+
+
+def test_runtime_argument_is_checked(nano, exported):
+    with pytest.raises(ValueError, match="unknown runtime"):
+        RTMDet(exported["raw"], runtime="tflite")
+    with pytest.raises(ValueError, match="applies to exported .onnx models"):
+        RTMDet("rtmdet-tiny", runtime="openvino")
+
+
+def test_simplified_graphs_give_the_same_results(nano, images, exported, tmp_path):
+    """--simplify (onnxslim): a smaller graph, metadata kept, detections equal the unsimplified graph's."""
+    import onnx
+
+    pytest.importorskip("onnxslim")
+    for key, nms in (("raw", False), ("e2e", True)):
+        path = nano.export(file=tmp_path / f"{key}_slim.onnx", nms=nms, dynamic=True, simplify=True,
+                           conf=0.05, iou=0.6, max_det=100)
+        meta = read_metadata(path)
+        assert meta["simplified"] is True and read_metadata(exported[key])["simplified"] is False
+        assert meta["graph"] == ("end2end" if nms else "raw") and meta["names"] == ["person"]
+        assert len(onnx.load(str(path)).graph.node) < len(onnx.load(str(exported[key])).graph.node)
+        a = RTMDet(exported[key]).predict(images, preset="eval", batch=4)
+        b = RTMDet(path).predict(images, preset="eval", batch=4)
+        _assert_same(a, b, _scales(images))
+
+
 def test_rtmkit_export_matches_official_openmmlab_export(nano, shared, exported):
     """Our end-to-end graph vs OpenMMLab's end2end.onnx for the same weights (the official graph only runs at
     batch 1). Same detections within 0.5 px / 1e-3, except at most one borderline NMS decision."""
@@ -211,7 +250,7 @@ def test_cli_export_and_benchmark(shared, tmp_path, capsys):
     assert read_metadata(tmp_path / "raw.onnx")["graph"] == "raw"
     csv_path = tmp_path / "bench.csv"
     assert cli_main(["benchmark", "--model", "rtmdet-nano-person", "--weights", str(shared(NANO)),
-                     "--formats", "torch,onnx,engine", "--batch", "1,2", "--runs", "2", "--warmup", "1",
+                     "--formats", "torch,onnx,openvino,engine", "--batch", "1,2", "--runs", "2", "--warmup", "1",
                      "--csv", str(csv_path)]) == 0
     text = capsys.readouterr().out
     assert "forward" in text and "engine" in text
@@ -219,7 +258,8 @@ def test_cli_export_and_benchmark(shared, tmp_path, capsys):
 
     rows = list(csv.DictReader(open(csv_path)))
     timed = [r for r in rows if not r["note"]]
-    assert {(r["format"], r["batch"]) for r in timed} == {("torch", "1"), ("torch", "2"), ("onnx", "1"), ("onnx", "2")}
+    expected = {(f, b) for f in ("torch", "onnx", "openvino") for b in ("1", "2")}
+    assert {(r["format"], r["batch"]) for r in timed} == expected
     assert all(float(r["forward_ms"]) > 0 and float(r["throughput"]) > 0 for r in timed)
 
 

@@ -157,3 +157,23 @@ def test_ddp_two_processes_equal_one_process_with_combined_batch(tmp_path):
             torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
         else:
             assert torch.equal(a[k], b[k]), k
+
+
+def test_main_job_without_arguments_trains_on_built_in_shapes(tmp_path, capsys, monkeypatch):
+    """`rtmkit train` with no --data (the README's main job), shortened to 2 epochs: draws the shapes dataset,
+    trains rtmdet-nano, validates, saves checkpoints and prediction pictures."""
+    import yaml
+
+    from rtmkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "2", "--project", str(tmp_path / "runs" / "train")]) == 0
+    out = capsys.readouterr().out
+    assert "built-in shapes dataset" in out and "final: AP" in out
+    assert (tmp_path / "runs/data/shapes/annotations/train.json").exists()
+    run = tmp_path / "runs/train/exp"
+    args = yaml.safe_load((run / "args.yaml").read_text())
+    assert args["model"] == "rtmdet-nano" and args["epochs"] == 2 and args["stage2_epochs"] == 1
+    assert (run / "weights/best.pt").exists() and (run / "weights/last.pt").exists()
+    assert len(list((run / "predictions").glob("*.png"))) == 8
+    assert len((run / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs

@@ -197,8 +197,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
             torch.onnx.export(model, (dummy,), str(path), dynamo=False, opset_version=opset,
                               input_names=["images"], output_names=outputs, dynamic_axes=axes,
                               do_constant_folding=True)
-    if simplify:
-        _simplify(path)
+    simplified = _simplify(path) if simplify else False
     from .. import __version__
 
     _set_metadata(path, {
@@ -210,6 +209,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
         "nms": {"score_thr": post.score_thr, "iou_thr": post.iou_thr, "max_det": post.max_per_img,
                 "agnostic": post.agnostic} if nms else None,
         "padding": {"value": cfg.pad_value, "where": "bottom-right", "resize": "keep-ratio, OpenCV bilinear"},
+        "simplified": simplified,
     })
     onnx.checker.check_model(str(path))
     return path
