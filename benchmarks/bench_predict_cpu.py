@@ -8,7 +8,8 @@ post-processing at the eval preset does real work); without shared assets, fresh
 then looks cheaper than it is). Variants are timed in the same process, interleaved round by round, and reported
 as medians with ratios against the plain eager model. With the reference environment (built by
 shared/tools/reference/setup.sh; found through --reference-python or $RTMKIT_REFERENCE_PYTHON), the official
-implementation is timed in the same session on the same image and weights, and ratios against it are printed.
+implementation runs in a subprocess on the same image and weights, one run per round between rtmkit's (so that
+both sides see the same machine state), and ratios against its medians are printed.
 """
 
 from __future__ import annotations
@@ -47,19 +48,33 @@ def load_model(name: str) -> RTMDet:
 IMAGE = "data/coco_tiny/val2017/000000300039.jpg"
 
 
-def time_reference(python: str, runs: int, warmup: int, threads: int) -> dict | None:
-    """Medians (ms) of the official implementation, or None when it cannot be run."""
-    tools, weights = shared_dir() / "tools/reference", shared_dir() / "reference/det_tiny/state_dict.pt"
-    if not (Path(python).exists() and weights.exists()):
-        print(f"reference: not available ({python}); skipping the comparison")
-        return None
-    script = Path(__file__).with_name("reference_predict.py")
-    out = subprocess.run([python, str(script), str(tools), str(weights), str(shared_dir() / IMAGE), str(runs),
-                          str(warmup), str(threads)], capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        print(f"reference: failed ({out.stderr.strip().splitlines()[-1:]}); skipping the comparison")
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Reference:
+    """The official implementation in its own environment, as a subprocess serving timed runs on request, so that
+    its runs interleave with rtmkit's (the machine's speed drifts over minutes; interleaving cancels that)."""
+
+    def __init__(self, python: str, threads: int):
+        tools, weights = shared_dir() / "tools/reference", shared_dir() / "reference/det_tiny/state_dict.pt"
+        self.proc = None
+        if not (Path(python).exists() and weights.exists()):
+            print(f"reference: not available ({python}); skipping the comparison")
+            return
+        script = Path(__file__).with_name("reference_predict.py")
+        self.proc = subprocess.Popen([python, str(script), str(tools), str(weights), str(shared_dir() / IMAGE),
+                                      str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith('{"ready"'):
+            print("reference: failed to start; skipping the comparison")
+            self.proc = None
+
+    def run(self, post: bool) -> dict:
+        self.proc.stdin.write("post\n" if post else "fwd\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
 
 
 def load_image(size: int) -> np.ndarray:
@@ -100,6 +115,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (10-20 s to build)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime and OpenVINO variants")
+    ap.add_argument("--reference-post-runs", type=int, default=5,
+                    help="runs of the reference's eval post-processing (seconds each with its pure-torch NMS)")
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
@@ -138,7 +155,15 @@ def main() -> None:
                 print(f"{label} skipped: {e}")
     times: dict[str, dict] = {k: {"pre": [], "fwd": [], "post": {"eval": [], "deploy": []}} for k in variants}
     counts = {}
+    ref = Reference(args.reference_python, args.threads) if args.model == "rtmdet-tiny" else None
+    ref_runs: list[dict] = []
     for i in range(args.warmup + args.runs):
+        if ref is not None and ref.proc is not None:  # one reference run per round, between rtmkit's
+            time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
+            r = ref.run(post=args.warmup <= i < args.warmup + args.reference_post_runs)
+            time.sleep(0.2)
+            if i >= args.warmup:
+                ref_runs.append(r)
         for name, (net, ctx, cl, post_fn) in variants.items():
             with ctx():
                 t0 = time.perf_counter()
@@ -169,13 +194,15 @@ def main() -> None:
         print(f"{name:{w}s} {med(t['pre']) * 1e3:7.2f} {fwd * 1e3:8.2f} {med(t['post']['eval']) * 1e3:10.2f} "
               f"{med(t['post']['deploy']) * 1e3:12.2f} {fwd / base_fwd:10.3f} "
               f"{counts[name]['eval']:>8d}/{counts[name]['deploy']:<8d}")
-    if args.model != "rtmdet-tiny":
+    if not ref_runs:
         return
-    ref = time_reference(args.reference_python, args.runs, args.warmup, args.threads)
-    if ref is None:
-        return
-    print(f"\nreference (MMDetection 3.3, same session): pre {ref['pre']:.2f}, forward {ref['fwd']:.2f}, "
-          f"post eval {ref['post_eval']:.2f} ms ({ref['dets']} detections)")
+    ref.close()
+    ref = {"pre": med([r["pre"] for r in ref_runs]), "fwd": med([r["fwd"] for r in ref_runs]),
+           "post_eval": med([r["post_eval"] for r in ref_runs if "post_eval" in r]),
+           "dets": next(r["dets"] for r in ref_runs if "dets" in r)}
+    print(f"\nreference (MMDetection 3.3, interleaved with the runs above): pre {ref['pre']:.2f}, forward "
+          f"{ref['fwd']:.2f}, post eval {ref['post_eval']:.2f} ms ({ref['dets']} detections; medians of "
+          f"{len(ref_runs)} runs, {min(args.reference_post_runs, len(ref_runs))} with post-processing)")
     print(f"{'variant':{w}s} {'forward / ref':>14s} {'post eval / ref':>16s} {'pre+fwd+post(eval) / ref':>25s}")
     ref_total = ref["pre"] + ref["fwd"] + ref["post_eval"]
     for name, t in times.items():

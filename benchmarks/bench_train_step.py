@@ -9,8 +9,8 @@ backward, AdamW update with the recipe's parameter groups, zero_grad, EMA update
 boxes otherwise). Both sides start from the same random weights (the reference model's init, saved and loaded by
 rtmkit with strict=True) and see the same batch every step; the loss values of the first step are printed
 side by side as a check that the two steps do the same work. rtmkit's step is timed in this process, the
-reference's in a subprocess of the same session with the same thread count (``$RTMKIT_REFERENCE_PYTHON`` or
---reference-python, built by shared/tools/reference/setup.sh).
+reference's in a subprocess with the same thread count (``$RTMKIT_REFERENCE_PYTHON`` or --reference-python,
+built by shared/tools/reference/setup.sh), alternating step by step so that both see the same machine state.
 """
 
 from __future__ import annotations
@@ -62,38 +62,53 @@ def real_batch(n: int, size: int) -> tuple[torch.Tensor, list[dict[str, torch.Te
     return torch.from_numpy(np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))), targets
 
 
-def time_rtmkit(net: RTMDetNet, images, targets, steps: int, warmup: int) -> tuple[list[float], dict]:
-    opt = build_optimizer(net, lr=0.004 * images.shape[0] / 256)
-    ema = ExpMomentumEMA(net)
-    net.train()
-    times, first = [], {}
-    for i in range(warmup + steps):
+class Stepper:
+    """rtmkit's training step, one call at a time."""
+
+    def __init__(self, net: RTMDetNet, images, targets):
+        self.net, self.images, self.targets = net.train(), images, targets
+        self.opt = build_optimizer(net, lr=0.004 * images.shape[0] / 256)
+        self.ema = ExpMomentumEMA(net)
+
+    def __call__(self) -> dict:
         t0 = time.perf_counter()
-        x = normalize_batch(images, net.cfg.mean, net.cfg.std)
-        losses = net.loss(x, targets)
+        x = normalize_batch(self.images, self.net.cfg.mean, self.net.cfg.std)
+        losses = self.net.loss(x, self.targets)
         sum(losses.values()).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(net)
-        times.append(time.perf_counter() - t0)
-        if i == 0:
-            first = {k: float(v.detach()) for k, v in losses.items()}
-    return times[warmup:], first
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.net)
+        out = {k: float(v.detach()) for k, v in losses.items()}
+        out["step_ms"] = (time.perf_counter() - t0) * 1e3
+        return out
 
 
-def time_reference(python: str, model: str, batch_file: Path, weights_out: Path, steps: int, warmup: int,
-                   threads: int) -> dict | None:
-    tools = shared_dir() / "tools/reference"
-    if not Path(python).exists() or not tools.exists():
-        print(f"reference: not available ({python}); timing rtmkit only")
-        return None
-    script = Path(__file__).with_name("reference_train_step.py")
-    out = subprocess.run([python, str(script), str(tools), model, str(batch_file), str(weights_out), str(steps),
-                          str(warmup), str(threads)], capture_output=True, text=True, timeout=3600)
-    if out.returncode != 0:
-        print(f"reference: failed: {out.stderr.strip()[-2000:]}")
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class ReferenceStepper:
+    """The reference's training step in its own environment, served one step per request."""
+
+    def __init__(self, python: str, model: str, batch_file: Path, weights_out: Path, threads: int):
+        script = Path(__file__).with_name("reference_train_step.py")
+        self.proc = subprocess.Popen([python, str(script), str(shared_dir() / "tools/reference"), model,
+                                      str(batch_file), str(weights_out), str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if not self.proc.stdout.readline().startswith('{"ready"'):
+            raise RuntimeError("the reference training step did not start")
+
+    def __call__(self) -> dict:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def _summary(runs: list[dict], batch: int) -> str:
+    t = np.array([r["step_ms"] for r in runs])
+    q = np.percentile(t, [25, 75])
+    med = statistics.median(t.tolist())
+    return f"{med:8.1f} ms/step (iqr {q[1] - q[0]:.1f}), {batch / med * 1e3:6.1f} img/s"
 
 
 def main() -> None:
@@ -116,21 +131,33 @@ def main() -> None:
         batch_file, weights = Path(tmp) / "batch.pt", Path(tmp) / "init.pt"
         torch.save({"images": images, "boxes": [t["boxes"] for t in targets],
                     "labels": [t["labels"] for t in targets]}, batch_file)
-        ref = time_reference(args.reference_python, args.model, batch_file, weights, args.steps, args.warmup,
-                             args.threads)
+        ref = None
+        if Path(args.reference_python).exists() and (shared_dir() / "tools/reference").exists():
+            ref = ReferenceStepper(args.reference_python, args.model, batch_file, weights, args.threads)
+        else:
+            print(f"reference: not available ({args.reference_python}); timing rtmkit only")
         net = RTMDetNet(get_config(args.model))
-        if ref is not None:
+        if ref is not None:  # the reference's initial weights, loaded strictly
             net.load_state_dict(torch.load(weights, weights_only=True), strict=True)
-    times, first = time_rtmkit(net, images, targets, args.steps, args.warmup)
-    med = statistics.median(times) * 1e3
-    q = np.percentile(np.array(times) * 1e3, [25, 75])
-    print(f"rtmkit:    {med:8.1f} ms/step (iqr {q[1] - q[0]:.1f}), {args.batch / med * 1e3:6.1f} img/s; "
-          f"first-step losses {', '.join(f'{k}={v:.6f}' for k, v in first.items())}")
+    ours = Stepper(net, images, targets)
+    mine, theirs = [], []
+    for i in range(args.warmup + args.steps):
+        a = ours()
+        b = ref() if ref is not None else None
+        if i == 0:
+            first_ours, first_ref = a, b
+        if i >= args.warmup:
+            mine.append(a)
+            if b is not None:
+                theirs.append(b)
+    print(f"rtmkit:    {_summary(mine, args.batch)}; first-step losses loss_cls={first_ours['loss_cls']:.6f}, "
+          f"loss_bbox={first_ours['loss_bbox']:.6f}")
     if ref is not None:
-        print(f"reference: {ref['step_ms']:8.1f} ms/step (iqr {ref['iqr_ms']:.1f}), "
-              f"{args.batch / ref['step_ms'] * 1e3:6.1f} img/s; first-step losses "
-              f"loss_cls={ref['loss_cls']:.6f}, loss_bbox={ref['loss_bbox']:.6f}")
-        print(f"rtmkit / reference: {med / ref['step_ms']:.3f}")
+        ref.close()
+        print(f"reference: {_summary(theirs, args.batch)}; first-step losses loss_cls={first_ref['loss_cls']:.6f}, "
+              f"loss_bbox={first_ref['loss_bbox']:.6f}")
+        ratio = statistics.median([r["step_ms"] for r in mine]) / statistics.median([r["step_ms"] for r in theirs])
+        print(f"rtmkit / reference (median step time): {ratio:.3f}")
 
 
 if __name__ == "__main__":

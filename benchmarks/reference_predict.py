@@ -1,11 +1,13 @@
 """Times the official implementation (MMDetection 3.3) on the same image and weights as bench_predict_cpu.py.
 
 Run by that benchmark with the Python of the reference environment built by shared/tools/reference/setup.sh;
-never imported by rtmkit. Prints one JSON line: median milliseconds of preprocess, forward, postprocess (eval).
+never imported by rtmkit. Arguments: TOOLS_DIR WEIGHTS IMAGE THREADS. It serves timing requests so that the
+benchmark can interleave them with its own runs (same machine state for both sides): for each line read from
+stdin ("fwd" = preprocess + forward, "post" = also the eval-preset post-processing) it prints one JSON line with
+the milliseconds of that run.
 """
 
 import json
-import statistics
 import sys
 import time
 
@@ -14,7 +16,7 @@ import torch
 
 
 def main() -> None:
-    tools, weights, image, runs, warmup, threads = sys.argv[1:7]
+    tools, weights, image, threads = sys.argv[1:5]
     torch.set_num_threads(int(threads))
     sys.path.insert(0, tools)
     from mmdet.utils import get_test_pipeline_cfg
@@ -28,25 +30,23 @@ def main() -> None:
     pipe_cfg[0].type = "mmdet.LoadImageFromNDArray"
     pipeline = Compose(pipe_cfg)
     img = cv2.imread(image)
-    pre, fwd, post = [], [], []
-    for i in range(int(warmup) + int(runs)):
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
         t0 = time.perf_counter()
         data = pipeline(dict(img=img, img_id=0))
         data = model.data_preprocessor({"inputs": [data["inputs"]], "data_samples": [data["data_samples"]]}, False)
         t1 = time.perf_counter()
+        out = {"pre": (t1 - t0) * 1e3}
         with torch.no_grad():
-            outs = model.bbox_head(model.extract_feat(data["inputs"]))
+            feats = model.bbox_head(model.extract_feat(data["inputs"]))
             t2 = time.perf_counter()
-            res = model.bbox_head.predict_by_feat(*outs, batch_img_metas=[s.metainfo for s in data["data_samples"]],
-                                                  rescale=True)
-        t3 = time.perf_counter()
-        if i >= int(warmup):
-            pre.append(t1 - t0)
-            fwd.append(t2 - t1)
-            post.append(t3 - t2)
-    med = statistics.median
-    print(json.dumps({"pre": med(pre) * 1e3, "fwd": med(fwd) * 1e3, "post_eval": med(post) * 1e3,
-                      "dets": len(res[0].scores)}))
+            out["fwd"] = (t2 - t1) * 1e3
+            if line.strip() == "post":
+                res = model.bbox_head.predict_by_feat(*feats, batch_img_metas=[s.metainfo for s in
+                                                                                data["data_samples"]], rescale=True)
+                out["post_eval"] = (time.perf_counter() - t2) * 1e3
+                out["dets"] = len(res[0].scores)
+        print(json.dumps(out), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,21 @@
 """Times the official implementation's training step for bench_train_step.py (never imported by rtmkit).
 
 Run with the Python of the reference environment (shared/tools/reference/setup.sh). Builds the official model
-with seeded random weights, saves them for rtmkit, then times ``model.train_step`` (data preprocessor, loss,
-backward, AdamW with the config's paramwise settings) plus the EMA hook's ``update_parameters``.
-Prints one JSON line.
+with seeded random weights, saves them for rtmkit, prints a JSON "ready" line, then for every line read from
+stdin times one ``model.train_step`` (data preprocessor, loss, backward, AdamW with the config's paramwise
+settings) plus the EMA hook's ``update_parameters`` and prints a JSON line (milliseconds and the losses), so that
+the benchmark can interleave reference and rtmkit steps.
 """
 
 import json
-import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 
 def main() -> None:
-    tools, name, batch_file, weights_out, steps, warmup, threads = sys.argv[1:8]
+    tools, name, batch_file, weights_out, threads = sys.argv[1:6]
     torch.set_num_threads(int(threads))
     sys.path.insert(0, tools)
     from mmdet.models.layers import ExpMomentumEMA
@@ -41,18 +40,14 @@ def main() -> None:
     optim_wrapper = build_optim_wrapper(model, optim_cfg)
     ema = ExpMomentumEMA(model, momentum=0.0002, gamma=2000, update_buffers=True)
     model.train()
-    times, first = [], {}
-    for i in range(int(warmup) + int(steps)):
+    print(json.dumps({"ready": True}), flush=True)
+    for _ in sys.stdin:
         t0 = time.perf_counter()
         log = model.train_step({"inputs": list(images), "data_samples": samples}, optim_wrapper)
         ema.update_parameters(model)
-        times.append(time.perf_counter() - t0)
-        if i == 0:
-            first = {k: float(v) for k, v in log.items()}
-    t = np.array(times[int(warmup):]) * 1e3
-    q = np.percentile(t, [25, 75])
-    print(json.dumps({"step_ms": statistics.median(t.tolist()), "iqr_ms": float(q[1] - q[0]),
-                      "loss_cls": first["loss_cls"], "loss_bbox": first["loss_bbox"]}))
+        ms = (time.perf_counter() - t0) * 1e3
+        print(json.dumps({"step_ms": ms, "loss_cls": float(log["loss_cls"]), "loss_bbox": float(log["loss_bbox"])}),
+              flush=True)
 
 
 if __name__ == "__main__":

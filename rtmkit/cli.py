@@ -52,7 +52,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from . import RTMDet
     from .data.sources import expand_source
 
-    model = RTMDet(args.model, weights=args.weights, device=args.device)
+    model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
     if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
         print(f"warning: no --weights given: {args.model} is freshly initialised and will detect nothing useful",
               file=sys.stderr)
@@ -107,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import RTMDet
 
-    model = RTMDet(args.model, weights=args.weights, device=args.device)
+    model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
     if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
         print(f"warning: no --weights given: exporting a freshly initialised {args.model}", file=sys.stderr)
     path = model.export(args.format, args.file, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
@@ -184,7 +184,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_val(args: argparse.Namespace) -> int:
     from . import RTMDet
 
-    model = RTMDet(args.model, weights=args.weights, device=args.device)
+    model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
     stats = model.val(args.data, images=args.images, batch=args.batch, imgsz=args.imgsz, save_json=args.save_json,
                       verbose=True)
     print("per-class AP:")
@@ -213,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=None, help="network input size (default: the config's)")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or a GPU index (default: GPU if available)")
+    p.add_argument("--runtime", default=None, choices=["onnxruntime", "openvino"],
+                   help="runtime of an exported .onnx model (default: onnxruntime)")
     p.add_argument("--project", default="runs/predict", help="parent folder of run directories")
     p.add_argument("--name", default="exp", help="run directory name (incremented if it exists)")
     p.add_argument("--save-dir", dest="project_dir", default=None,
@@ -304,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--imgsz", type=int, default=None)
     v.add_argument("--device", default=None)
     v.add_argument("--save-json", dest="save_json", default=None, help="write the detections as COCO json")
+    v.add_argument("--runtime", default=None, choices=["onnxruntime", "openvino"],
+                   help="runtime of an exported .onnx model (default: onnxruntime)")
     v.set_defaults(func=cmd_val)
     return parser
 

@@ -3,6 +3,7 @@ official OpenMMLab export, and the CLI commands."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -238,6 +239,16 @@ def test_coco_ap_identical_through_onnxruntime(nano, shared, exported):
     ap_torch = nano.val(ann, batch=8)["AP"]
     ap_onnx = RTMDet(exported["raw"]).val(ann, batch=8)["AP"]
     assert ap_onnx == pytest.approx(ap_torch, abs=1e-4)
+    if importlib.util.find_spec("openvino") is not None:  # and through OpenVINO, from the command line
+        import io
+        from contextlib import redirect_stdout
+
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert cli_main(["val", "--model", str(exported["raw"]), "--runtime", "openvino", "--data", str(ann)]) == 0
+        line = next(x for x in out.getvalue().splitlines() if "Average Precision" in x and "0.50:0.95" in x
+                    and "all" in x and "100" in x)
+        assert float(line.rsplit("=", 1)[1]) == pytest.approx(ap_torch, abs=1e-3)  # printed with 3 decimals
 
 
 def test_cli_export_and_benchmark(shared, tmp_path, capsys):
