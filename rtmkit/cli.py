@@ -107,7 +107,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from . import RTMDet
 
-    model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
+    model = RTMDet(args.model, weights=args.weights, device=args.device)
     if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
         print(f"warning: no --weights given: exporting a freshly initialised {args.model}", file=sys.stderr)
     path = model.export(args.format, args.file, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
