@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -107,6 +108,7 @@ def main() -> None:
         raise SystemExit(f"shared data not found: {ann}")
     ds = load_dataset(ann, "train")
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # single-process figures use one core, as the reference's do
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{len(ds)} images, RTMDet-{args.size} stage-1 pipeline, 640x640 output")
     results = {}

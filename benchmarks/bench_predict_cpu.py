@@ -5,8 +5,10 @@ Run: python benchmarks/bench_predict_cpu.py [--model rtmdet-tiny] [--imgsz 640] 
 
 Weights: the golden det_tiny state dict from shared/reference (scores spread like a trained model's, so that
 post-processing at the eval preset does real work); without shared assets, fresh random weights (post-processing
-then looks cheaper than it is). Variants are timed in the same process, interleaved round by round, and reported
-as medians with ratios against the plain eager model. With the reference environment (built by
+then looks cheaper than it is). Variants (eager, BN folding, channels-last, torch.compile, ONNX Runtime, OpenVINO)
+are timed in the same process, interleaved round by round, and reported as medians with ratios against the plain
+eager model. The process keeps freed memory in its heap (rtmkit.allocator, as model.fuse() does on a CPU) unless
+--default-allocator is given: run both to see that setting's effect. With the reference environment (built by
 shared/tools/reference/setup.sh; found through --reference-python or $RTMKIT_REFERENCE_PYTHON), the official
 implementation runs in a subprocess on the same image and weights, one run per round between rtmkit's (so that
 both sides see the same machine state), and ratios against its medians are printed.
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from rtmkit import RTMDet
+from rtmkit.allocator import keep_freed_memory
 from rtmkit.assets import shared_dir
 from rtmkit.data.preprocess import preprocess
 from rtmkit.models.fuse import compile_for_inference, fuse_model
@@ -64,6 +67,8 @@ class Reference:
         line = self.proc.stdout.readline()
         if not line.startswith('{"ready"'):
             print("reference: failed to start; skipping the comparison")
+            self.proc.kill()
+            self.proc.wait()
             self.proc = None
 
     def run(self, post: bool) -> dict:
@@ -75,6 +80,7 @@ class Reference:
         if self.proc is not None:
             self.proc.stdin.close()
             self.proc.wait(timeout=60)
+            self.proc = None
 
 
 def load_image(size: int) -> np.ndarray:
@@ -115,12 +121,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (10-20 s to build)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime and OpenVINO variants")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's allocator as it is (default: rtmkit.allocator.keep_freed_memory(), as "
+                         "model.fuse() and the trainer do on CPUs)")
     ap.add_argument("--reference-post-runs", type=int, default=5,
                     help="runs of the reference's eval post-processing (seconds each with its pure-torch NMS)")
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if not args.default_allocator:
+        print(f"allocator: freed memory kept in the heap (rtmkit.allocator): {keep_freed_memory()}")
 
     model = load_model(args.model)
     img = load_image(args.imgsz)
@@ -133,18 +144,13 @@ def main() -> None:
     def torch_post(outs, post_cfg, scales):
         return postprocess(outs[0], outs[1], strides, post_cfg, scales)
 
+    # name -> (net, grad context, channels_last input, post-processing)
     variants = {
         "eager (no_grad)": (plain, torch.no_grad, False, torch_post),
         "inference_mode": (plain, torch.inference_mode, False, torch_post),
         "BN folded": (fused, torch.inference_mode, False, torch_post),
-        "BN folded + channels_last": (fused_cl, torch.inference_mode, True, torch_post),
+        "BN folded + channels_last (model.fuse())": (fused_cl, torch.inference_mode, True, torch_post),
     }
-    if not args.no_compile:
-        t = time.perf_counter()
-        compiled = compile_for_inference(fused_cl, args.imgsz, "cpu", channels_last=True)
-        if compiled is not fused_cl:
-            print(f"torch.compile (freezing): built in {time.perf_counter() - t:.1f} s")
-            variants["+ torch.compile (model.fuse(compile=True))"] = (compiled, torch.inference_mode, True, torch_post)
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx:
         for runtime, label in (("onnxruntime", "ONNX Runtime (raw graph)"), ("openvino", "OpenVINO (raw graph)")):
@@ -153,36 +159,49 @@ def main() -> None:
                 variants[label] = (runner, torch.inference_mode, False, runner.post)
             except ImportError as e:
                 print(f"{label} skipped: {e}")
+    if not args.no_compile:
+        t = time.perf_counter()
+        compiled = compile_for_inference(fused_cl, args.imgsz, "cpu", channels_last=True)
+        if compiled is not fused_cl:
+            print(f"torch.compile (freezing): built in {time.perf_counter() - t:.1f} s")
+            variants["+ torch.compile (model.fuse(compile=True))"] = (compiled, torch.inference_mode, True,
+                                                                       torch_post)
     times: dict[str, dict] = {k: {"pre": [], "fwd": [], "post": {"eval": [], "deploy": []}} for k in variants}
     counts = {}
-    ref = Reference(args.reference_python, args.threads) if args.model == "rtmdet-tiny" else None
+    ref = None
+    if args.model == "rtmdet-tiny" and args.imgsz == 640:  # the reference runs its config's 640 test pipeline
+        ref = Reference(args.reference_python, args.threads)
     ref_runs: list[dict] = []
-    for i in range(args.warmup + args.runs):
-        if ref is not None and ref.proc is not None:  # one reference run per round, between rtmkit's
-            time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
-            r = ref.run(post=args.warmup <= i < args.warmup + args.reference_post_runs)
-            time.sleep(0.2)
-            if i >= args.warmup:
-                ref_runs.append(r)
-        for name, (net, ctx, cl, post_fn) in variants.items():
-            with ctx():
-                t0 = time.perf_counter()
-                batch, scales = preprocess([img], args.imgsz, cfg.mean, cfg.std, channels_last=cl)
-                t1 = time.perf_counter()
-                outs = net(batch)
-                t2 = time.perf_counter()
-                post = {}
-                for preset in ("eval", "deploy"):
-                    t3 = time.perf_counter()
-                    dets = post_fn(outs, cfg.preset(preset), scales)
-                    post[preset] = (time.perf_counter() - t3, len(dets[0].scores))
-            counts[name] = {k: v[1] for k, v in post.items()}
-            if i >= args.warmup:
-                times[name]["pre"].append(t1 - t0)
-                times[name]["fwd"].append(t2 - t1)
-                for preset, (t, _) in post.items():
-                    times[name]["post"][preset].append(t)
-    tmp.cleanup()
+    try:
+        for i in range(args.warmup + args.runs):
+            if ref is not None and ref.proc is not None:  # one reference run per round, between rtmkit's
+                time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
+                r = ref.run(post=args.warmup <= i < args.warmup + args.reference_post_runs)
+                time.sleep(0.2)
+                if i >= args.warmup:
+                    ref_runs.append(r)
+            for name, (net, ctx, cl, post_fn) in variants.items():
+                with ctx():
+                    t0 = time.perf_counter()
+                    batch, scales = preprocess([img], args.imgsz, cfg.mean, cfg.std, channels_last=cl)
+                    t1 = time.perf_counter()
+                    outs = net(batch)
+                    t2 = time.perf_counter()
+                    post = {}
+                    for preset in ("eval", "deploy"):
+                        t3 = time.perf_counter()
+                        dets = post_fn(outs, cfg.preset(preset), scales)
+                        post[preset] = (time.perf_counter() - t3, len(dets[0].scores))
+                counts[name] = {k: v[1] for k, v in post.items()}
+                if i >= args.warmup:
+                    times[name]["pre"].append(t1 - t0)
+                    times[name]["fwd"].append(t2 - t1)
+                    for preset, (t, _) in post.items():
+                        times[name]["post"][preset].append(t)
+    finally:
+        tmp.cleanup()
+        if ref is not None:
+            ref.close()
     med = statistics.median
     base_fwd = med(times["eager (no_grad)"]["fwd"])
     w = max(len(k) for k in variants) + 1
@@ -194,12 +213,11 @@ def main() -> None:
         print(f"{name:{w}s} {med(t['pre']) * 1e3:7.2f} {fwd * 1e3:8.2f} {med(t['post']['eval']) * 1e3:10.2f} "
               f"{med(t['post']['deploy']) * 1e3:12.2f} {fwd / base_fwd:10.3f} "
               f"{counts[name]['eval']:>8d}/{counts[name]['deploy']:<8d}")
-    if not ref_runs:
+    with_post = [r for r in ref_runs if "post_eval" in r]
+    if not with_post:
         return
-    ref.close()
     ref = {"pre": med([r["pre"] for r in ref_runs]), "fwd": med([r["fwd"] for r in ref_runs]),
-           "post_eval": med([r["post_eval"] for r in ref_runs if "post_eval" in r]),
-           "dets": next(r["dets"] for r in ref_runs if "dets" in r)}
+           "post_eval": med([r["post_eval"] for r in with_post]), "dets": with_post[0]["dets"]}
     print(f"\nreference (MMDetection 3.3, interleaved with the runs above): pre {ref['pre']:.2f}, forward "
           f"{ref['fwd']:.2f}, post eval {ref['post_eval']:.2f} ms ({ref['dets']} detections; medians of "
           f"{len(ref_runs)} runs, {min(args.reference_post_runs, len(ref_runs))} with post-processing)")

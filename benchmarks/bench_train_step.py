@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rtmkit.allocator import keep_freed_memory
 from rtmkit.assets import shared_dir
 from rtmkit.config import get_config
 from rtmkit.data.loader import normalize_batch
@@ -52,7 +53,7 @@ def real_batch(n: int, size: int) -> tuple[torch.Tensor, list[dict[str, torch.Te
     from rtmkit.data.datasets import load_dataset
 
     ds = load_dataset(ann, "train")
-    picked = [ds[i] for i in range(len(ds)) if len(ds.records[i]["boxes"])][:n]
+    picked = [ds[i] for i in [i for i in range(len(ds)) if len(ds.records[i]["boxes"])][:n]]
     canvas, scales = letterbox_batch([s["image"] for s in picked], size, 114)
     targets = []
     for sample, s in zip(picked, scales):
@@ -66,6 +67,7 @@ class Stepper:
     """rtmkit's training step, one call at a time."""
 
     def __init__(self, net: RTMDetNet, images, targets):
+        keep_freed_memory()  # as rtmkit's trainer does on a CPU
         self.net, self.images, self.targets = net.train(), images, targets
         self.opt = build_optimizer(net, lr=0.004 * images.shape[0] / 256)
         self.ema = ExpMomentumEMA(net)
@@ -92,6 +94,8 @@ class ReferenceStepper:
                                       str(batch_file), str(weights_out), str(threads)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         if not self.proc.stdout.readline().startswith('{"ready"'):
+            self.proc.kill()
+            self.proc.wait()
             raise RuntimeError("the reference training step did not start")
 
     def __call__(self) -> dict:
@@ -116,14 +120,16 @@ def main() -> None:
     ap.add_argument("--model", default="rtmdet-tiny")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--imgsz", type=int, default=320)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (at least 1)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
+    args.steps = max(args.steps, 1)
     torch.set_num_threads(args.threads)
     images, targets = real_batch(args.batch, args.imgsz)
+    args.batch = images.shape[0]
     n_obj = sum(len(t["boxes"]) for t in targets)
     print(f"{args.model}, batch {args.batch} at {args.imgsz}, {n_obj} objects, {args.threads} threads, "
           f"median of {args.steps} steps after {args.warmup} warm-up")
@@ -133,7 +139,10 @@ def main() -> None:
                     "labels": [t["labels"] for t in targets]}, batch_file)
         ref = None
         if Path(args.reference_python).exists() and (shared_dir() / "tools/reference").exists():
-            ref = ReferenceStepper(args.reference_python, args.model, batch_file, weights, args.threads)
+            try:
+                ref = ReferenceStepper(args.reference_python, args.model, batch_file, weights, args.threads)
+            except RuntimeError as e:
+                print(f"reference: {e}; timing rtmkit only")
         else:
             print(f"reference: not available ({args.reference_python}); timing rtmkit only")
         net = RTMDetNet(get_config(args.model))
@@ -143,7 +152,11 @@ def main() -> None:
     mine, theirs = [], []
     for i in range(args.warmup + args.steps):
         a = ours()
-        b = ref() if ref is not None else None
+        b = None
+        if ref is not None:
+            time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
+            b = ref()
+            time.sleep(0.2)
         if i == 0:
             first_ours, first_ref = a, b
         if i >= args.warmup:

@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 
 import numpy as np
+import torch
 
 
 class Timed:
@@ -34,7 +35,8 @@ def main() -> None:
     from mmdet.registry import DATASETS
     from reference import reference_config  # shared/tools/reference/reference.py
 
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # one thread each for OpenCV and torch, as bench_pipeline.py's single process
+    torch.set_num_threads(1)
     cfg = reference_config(model)
     ds_cfg = cfg.train_dataloader.dataset
     ds_cfg.data_root = root.rstrip("/") + "/"

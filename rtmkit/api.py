@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .allocator import keep_freed_memory
 from .checkpoint import (
     CheckpointError,
     checkpoint_class_names,
@@ -87,12 +88,17 @@ class RTMDet:
         if model_str.endswith((".onnx", ".engine")):
             if weights not in (None, False):
                 raise ValueError("an exported model carries its weights: do not pass `weights=`")
-            dev = select_device(device)
+            if runtime == "ort":
+                runtime = "onnxruntime"
+            if model_str.endswith(".engine") and runtime not in (None, "tensorrt"):
+                raise ValueError(f"{model_str} is a TensorRT engine: runtime={runtime!r} cannot run it")
+            # OpenVINO runs on the CPU here: default to it even where a GPU exists
+            dev = torch.device("cpu") if runtime == "openvino" and device is None else select_device(device)
             if model_str.endswith(".engine"):
                 from .export.tensorrt import TensorRTBackend
 
                 self._backend = TensorRTBackend(model_str, dev)
-            elif runtime in (None, "onnxruntime", "ort"):
+            elif runtime in (None, "onnxruntime"):
                 self._backend = OnnxRuntimeBackend(model_str, dev)
             elif runtime == "openvino":
                 from .export.backends import OpenVINOBackend
@@ -183,7 +189,9 @@ class RTMDet:
 
     def fuse(self, channels_last: bool = True, compile: bool = False) -> RTMDet:
         """Speed up inference: predict() then runs a copy of the net with BatchNorm folded into the convs
-        (and channels-last memory layout). Outputs change by float rounding only (~1e-6 relative).
+        (and channels-last memory layout). Outputs change by float rounding only (~1e-6 relative). On a CPU it
+        also keeps freed memory in the process heap (:func:`rtmkit.allocator.keep_freed_memory`: large activations
+        then reuse pages instead of page-faulting; ``RTMKIT_NO_MALLOPT=1`` disables it).
 
         ``compile=True`` also runs the copy through ``torch.compile`` with weight freezing (constant-folded,
         pre-packed conv weights and conv + SiLU fusion). It compiles once per input shape, which takes 10-20 s
@@ -193,6 +201,8 @@ class RTMDet:
         ``model.net`` keeps MMDetection's layout for saving and training; re-call after changing its weights."""
         if self.net is None:
             return self  # exported graphs are already optimised by their runtime
+        if self.device.type == "cpu":
+            keep_freed_memory()
         fused = fuse_model(self.net)
         if channels_last:
             fused = fused.to(memory_format=torch.channels_last)

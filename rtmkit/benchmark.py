@@ -111,7 +111,7 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
                 from .export.tensorrt import build_engine_model
 
                 model = build_engine_model(base, workdir, imgsz=size, batches=batches)
-        except (ImportError, RuntimeError) as e:
+        except (ImportError, RuntimeError, ValueError) as e:
             rows.append(BenchRow(fmt, 0, size, note=f"unavailable: {e}"))
             if verbose:
                 print(f"{fmt}: unavailable ({e})")

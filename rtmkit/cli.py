@@ -133,6 +133,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .data.check import check_dataset
 
+    if args.images and not str(args.data).endswith(".json"):
+        print(f"error: --images applies to a COCO json; {args.data} names its own image folders", file=sys.stderr)
+        return 2
     kwargs = {"img_dir": args.images} if args.images else {}
     report = check_dataset(args.data, args.split, verify_images=not args.no_images, **kwargs)
     print(report.format(max_files=None if args.all else 50))

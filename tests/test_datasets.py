@@ -237,6 +237,8 @@ def test_cli_check_command(tmp_path, shared, capsys):
     p2 = _tiny_coco(tmp_path, img_dir, [_img(1, "gone.jpg")], [_ann(1, 1, [1, 1, 5, 5])], name="all_bad.json")
     assert main(["check", "--data", str(p2), "--images", str(img_dir)]) == 1
     assert "no usable samples" in capsys.readouterr().out
+    assert main(["check", "--data", str(tmp_path / "data.yaml"), "--images", str(img_dir)]) == 2
+    assert "--images applies to a COCO json" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------------ YOLO

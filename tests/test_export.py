@@ -182,9 +182,13 @@ def test_openvino_runtime_equals_pytorch(nano, images, exported, key):
     assert len(got[1]) == 0 and len(got[0]) > 0
 
 
-def test_runtime_argument_is_checked(nano, exported):
+def test_runtime_argument_is_checked(nano, exported, tmp_path):
+    assert RTMDet(exported["raw"], runtime="ort").runtime == "onnxruntime"
+    assert RTMDet(exported["raw"]).runtime == "onnxruntime" and nano.runtime == "torch"
     with pytest.raises(ValueError, match="unknown runtime"):
         RTMDet(exported["raw"], runtime="tflite")
+    with pytest.raises(ValueError, match="TensorRT engine"):
+        RTMDet(tmp_path / "x.engine", runtime="openvino")
     with pytest.raises(ValueError, match="applies to exported .onnx models"):
         RTMDet("rtmdet-tiny", runtime="openvino")
 

@@ -54,7 +54,7 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float] = MEAN_BGR, std:
     """A uint8 [B, 3, H, W] batch (``TrainDataset(..., normalize=False)``) -> float32 ``(x - mean) / std`` on
     ``device``: the same numbers as ``normalize=True``, with 4x less data through the DataLoader workers (much
     faster where page faults are slow), normalised where the batch is used (e.g. on the GPU)."""
-    x = images.to(device) if device is not None else images
+    x = images.to(device, non_blocking=True) if device is not None else images
     m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     return (x.float() - m) / s

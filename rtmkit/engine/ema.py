@@ -47,7 +47,7 @@ class ExpMomentumEMA:
                 float_src.append(src.to(avg.dtype))
         if others:
             torch._foreach_copy_(others, other_src)
-        if floats:  # one fused kernel per op over all tensors; same arithmetic as avg.mul_(1 - m).add_(src, alpha=m)
+        if floats:  # one multi-tensor call per op; same arithmetic as avg.mul_(1 - m).add_(src, alpha=m)
             torch._foreach_mul_(floats, 1 - m)
             torch._foreach_add_(floats, float_src, alpha=m)
         self.steps += 1

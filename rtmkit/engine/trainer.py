@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
 from ..config import RTMDetConfig, get_config
-from ..data.loader import normalize_batch
+from ..data.loader import TrainDataset, normalize_batch
 from ..models.detector import RTMDetNet
 from ..runs import increment_dir
 from .distributed import (
@@ -271,6 +272,8 @@ class Trainer:
         train_set, val_set = self._datasets()
         net, cfg = self._build_net(train_set)
         net.to(device)
+        if device.type == "cpu":
+            keep_freed_memory()  # fewer page faults on the large activations of every step
         if self.dist.enabled:
             net = convert_sync_batchnorm(net, device)
         ema = ExpMomentumEMA(net)
@@ -306,8 +309,6 @@ class Trainer:
             weights_dir.mkdir(parents=True, exist_ok=True)
             _write_args_yaml(self.save_dir / "args.yaml", a.to_dict())
         barrier()
-
-        from ..data.loader import TrainDataset
 
         train_ds = TrainDataset(train_set, _size_name(cfg), cfg.input_size, a.seed, max_epochs=a.epochs,
                                 stage2_epochs=stage2, epoch=start_epoch, mean=cfg.mean, std=cfg.std,

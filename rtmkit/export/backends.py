@@ -53,7 +53,8 @@ class OpenVINOBackend:
     """The same exported rtmkit ONNX file compiled by OpenVINO for the CPU (``RTMDet("x.onnx", runtime="openvino")``).
 
     OpenVINO reads ONNX directly, so there is one export for every runtime; the rtmkit metadata is read from the
-    file with ``onnx``. Outputs are those of :class:`OnnxRuntimeBackend`.
+    file with ``onnx``. Outputs are those of :class:`OnnxRuntimeBackend`. One inference request is reused:
+    do not call one instance from several threads at once.
     """
 
     def __init__(self, path: str | os.PathLike, device: torch.device | None = None, threads: int | None = None):

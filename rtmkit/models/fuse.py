@@ -44,7 +44,8 @@ def compile_for_inference(net: nn.Module, size: int, device: torch.device | str 
 
     Freezing treats the weights as constants: inductor pre-packs them for oneDNN and fuses each conv with its
     SiLU, which is where the remaining eager overhead is (the convs themselves are near peak FLOP rate).
-    It only applies under ``torch.no_grad``/``inference_mode``. Other shapes trigger a recompile on first use.
+    It only applies under ``torch.no_grad``/``inference_mode``. Other shapes trigger a recompile on first use
+    (the fallback covers this first compilation only).
     """
     compiled = torch.compile(net, dynamic=False, options={"freezing": True})
     x = torch.zeros(1, 3, size, size, device=device)
@@ -54,7 +55,8 @@ def compile_for_inference(net: nn.Module, size: int, device: torch.device | str 
         with torch.inference_mode():
             compiled(x)
     except Exception as e:  # the compiler stack raises many types (missing compiler, backend errors)
-        warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        warnings.warn(f"torch.compile failed ({type(e).__name__}: {first_line}); "
                       "running the fused model eagerly", stacklevel=2)
         return net
     return compiled
