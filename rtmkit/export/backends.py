@@ -12,6 +12,18 @@ import torch
 from .onnx import read_metadata
 
 
+def _rtmkit_onnx(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The path of an rtmkit ONNX export and its metadata, with clear errors for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ONNX file")
+    meta: dict[str, Any] = read_metadata(path)
+    if "rtmkit_version" not in meta:
+        raise ValueError(f"{path}: not an rtmkit export (no rtmkit metadata); export it with "
+                         "`rtmkit export` or model.export(format='onnx')")
+    return path, meta
+
+
 class OnnxRuntimeBackend:
     """An exported rtmkit graph in an ONNX Runtime session.
 
@@ -25,13 +37,7 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as e:
             raise ImportError("running .onnx models needs onnxruntime: pip install 'rtmkit[onnx]'") from e
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX file")
-        self.meta: dict[str, Any] = read_metadata(self.path)
-        if "rtmkit_version" not in self.meta:
-            raise ValueError(f"{self.path}: not an rtmkit export (no rtmkit metadata); export it with "
-                             "`rtmkit export` or model.export(format='onnx')")
+        self.path, self.meta = _rtmkit_onnx(path)
         providers = ["CPUExecutionProvider"]
         if device is not None and device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
@@ -62,12 +68,7 @@ class OpenVINOBackend:
             import openvino as ov
         except ImportError as e:
             raise ImportError("runtime='openvino' needs OpenVINO: pip install openvino") from e
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such ONNX file")
-        self.meta: dict[str, Any] = read_metadata(self.path)
-        if "rtmkit_version" not in self.meta:
-            raise ValueError(f"{self.path}: not an rtmkit export (no rtmkit metadata)")
+        self.path, self.meta = _rtmkit_onnx(path)
         if device is not None and device.type != "cpu":
             raise ValueError("the OpenVINO backend runs on the CPU here; use device='cpu'")
         config = {"PERFORMANCE_HINT": "LATENCY"}
