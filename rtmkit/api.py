@@ -193,8 +193,9 @@ class RTMDet:
         also keeps freed memory in the process heap (:func:`rtmkit.allocator.keep_freed_memory`: large activations
         then reuse pages instead of page-faulting; ``RTMKIT_NO_MALLOPT=1`` disables it).
 
-        ``compile=True`` also runs the copy through ``torch.compile`` with weight freezing (constant-folded,
-        pre-packed conv weights and conv + SiLU fusion). It compiles once per input shape, which takes 10-20 s
+        ``compile=True`` also runs the copy through ``torch.compile`` with weight freezing (weights folded in as
+        constants; the SiLUs, concatenations and attention products around the convs fused into generated
+        kernels). It compiles once per input shape, which takes 10-20 s
         on a CPU, so it pays for streams and evaluation, not for one image; it is compiled here for a batch of
         one at the model's input size, and falls back to the eager copy with a warning where the compiler is
         unavailable (no C++ compiler, unsupported platform).

@@ -42,8 +42,9 @@ def compile_for_inference(net: nn.Module, size: int, device: torch.device | str 
     """``torch.compile`` an eval-mode net with inductor's weight freezing, compiled for a batch of one at
     ``size``; the eager ``net`` is returned, with a warning, when compilation fails.
 
-    Freezing treats the weights as constants: inductor pre-packs them for oneDNN and fuses each conv with its
-    SiLU, which is where the remaining eager overhead is (the convs themselves are near peak FLOP rate).
+    Freezing treats the weights as constants, folded in at compile time; inductor fuses the elementwise work
+    around the convs (SiLU, concatenation, channel-attention products) into generated kernels, which is where the
+    eager overhead is (the convs themselves run near the CPU's peak FLOP rate).
     It only applies under ``torch.no_grad``/``inference_mode``. Other shapes trigger a recompile on first use
     (the fallback covers this first compilation only).
     """
