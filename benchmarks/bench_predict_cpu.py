@@ -17,10 +17,8 @@ both sides see the same machine state), and ratios against its medians are print
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from reference_server import ReferenceServer
 
 from rtmkit import RTMDet
 from rtmkit.allocator import keep_freed_memory
@@ -51,36 +50,19 @@ def load_model(name: str) -> RTMDet:
 IMAGE = "data/coco_tiny/val2017/000000300039.jpg"
 
 
-class Reference:
-    """The official implementation in its own environment, as a subprocess serving timed runs on request, so that
-    its runs interleave with rtmkit's (the machine's speed drifts over minutes; interleaving cancels that)."""
-
-    def __init__(self, python: str, threads: int):
-        tools, weights = shared_dir() / "tools/reference", shared_dir() / "reference/det_tiny/state_dict.pt"
-        self.proc = None
-        if not (Path(python).exists() and weights.exists()):
-            print(f"reference: not available ({python}); skipping the comparison")
-            return
-        script = Path(__file__).with_name("reference_predict.py")
-        self.proc = subprocess.Popen([python, str(script), str(tools), str(weights), str(shared_dir() / IMAGE),
-                                      str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        if not line.startswith('{"ready"'):
-            print("reference: failed to start; skipping the comparison")
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-    def run(self, post: bool) -> dict:
-        self.proc.stdin.write("post\n" if post else "fwd\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-            self.proc = None
+def start_reference(python: str, threads: int) -> ReferenceServer | None:
+    """The official implementation serving timed runs ("fwd", or "post" to include the eval post-processing),
+    or None when it is not available."""
+    weights = shared_dir() / "reference/det_tiny/state_dict.pt"
+    if not (Path(python).exists() and weights.exists()):
+        print(f"reference: not available ({python}); skipping the comparison")
+        return None
+    try:
+        return ReferenceServer(python, "reference_predict.py", shared_dir() / "tools/reference", weights,
+                               shared_dir() / IMAGE, threads)
+    except RuntimeError as e:
+        print(f"reference: {e}; skipping the comparison")
+        return None
 
 
 def load_image(size: int) -> np.ndarray:
@@ -170,13 +152,13 @@ def main() -> None:
     counts = {}
     ref = None
     if args.model == "rtmdet-tiny" and args.imgsz == 640:  # the reference runs its config's 640 test pipeline
-        ref = Reference(args.reference_python, args.threads)
+        ref = start_reference(args.reference_python, args.threads)
     ref_runs: list[dict] = []
     try:
         for i in range(args.warmup + args.runs):
-            if ref is not None and ref.proc is not None:  # one reference run per round, between rtmkit's
+            if ref is not None:  # one reference run per round, between rtmkit's
                 time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
-                r = ref.run(post=args.warmup <= i < args.warmup + args.reference_post_runs)
+                r = ref.request("post" if args.warmup <= i < args.warmup + args.reference_post_runs else "fwd")
                 time.sleep(0.2)
                 if i >= args.warmup:
                     ref_runs.append(r)

@@ -16,16 +16,15 @@ built by shared/tools/reference/setup.sh), alternating step by step so that both
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from reference_server import ReferenceServer
 
 from rtmkit.allocator import keep_freed_memory
 from rtmkit.assets import shared_dir
@@ -85,29 +84,6 @@ class Stepper:
         return out
 
 
-class ReferenceStepper:
-    """The reference's training step in its own environment, served one step per request."""
-
-    def __init__(self, python: str, model: str, batch_file: Path, weights_out: Path, threads: int):
-        script = Path(__file__).with_name("reference_train_step.py")
-        self.proc = subprocess.Popen([python, str(script), str(shared_dir() / "tools/reference"), model,
-                                      str(batch_file), str(weights_out), str(threads)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        if not self.proc.stdout.readline().startswith('{"ready"'):
-            self.proc.kill()
-            self.proc.wait()
-            raise RuntimeError("the reference training step did not start")
-
-    def __call__(self) -> dict:
-        self.proc.stdin.write("step\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=60)
-
-
 def _summary(runs: list[dict], batch: int) -> str:
     t = np.array([r["step_ms"] for r in runs])
     q = np.percentile(t, [25, 75])
@@ -140,7 +116,9 @@ def main() -> None:
         ref = None
         if Path(args.reference_python).exists() and (shared_dir() / "tools/reference").exists():
             try:
-                ref = ReferenceStepper(args.reference_python, args.model, batch_file, weights, args.threads)
+                ref = ReferenceServer(args.reference_python, "reference_train_step.py",
+                                      shared_dir() / "tools/reference", args.model, batch_file, weights,
+                                      args.threads)
             except RuntimeError as e:
                 print(f"reference: {e}; timing rtmkit only")
         else:
@@ -155,7 +133,7 @@ def main() -> None:
         b = None
         if ref is not None:
             time.sleep(0.2)  # let the other process's OpenMP threads stop spinning
-            b = ref()
+            b = ref.request("step")
             time.sleep(0.2)
         if i == 0:
             first_ours, first_ref = a, b

@@ -34,3 +34,18 @@ def _need(rel: str):
 def shared():
     """Return a function mapping a path relative to the shared folder to an existing Path (or skip)."""
     return _need
+
+
+def read_video(path) -> list:
+    """Every frame of a video file, decoded with OpenCV (BGR arrays)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames

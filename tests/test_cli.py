@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import read_video
 
 from rtmkit import RTMDet
 from rtmkit.cli import main
@@ -130,14 +131,7 @@ def test_video_source_writes_mp4(shared, tmp_path):
     assert run(shared, "--source", str(video), "--project", str(project), "--batch", "2") == 0
     exp = project / "exp"
     assert sorted(p.name for p in exp.iterdir()) == ["predictions.json", "walk.mp4"]
-    cap = cv2.VideoCapture(str(exp / "walk.mp4"))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
+    frames = read_video(exp / "walk.mp4")
     assert len(frames) == 5 and frames[0].shape == img.shape
     records = load_records(exp)
     assert [r["frame"] for r in records] == [0, 1, 2, 3, 4]

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import read_video
 
 from rtmkit import RTMDet
 from rtmkit.checkpoint import CheckpointError
@@ -390,14 +391,7 @@ def test_video_gives_one_result_per_frame(nano, tmp_path, crowd):
     assert sum(len(r) for r in results) > 0
 
     # Frames come out in order: each result equals the prediction on the frame decoded independently.
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
-    cap.release()
+    frames = read_video(path)
     assert len(frames) == 5
     for f, r in zip(frames, results):
         assert_same(r, nano.predict(f)[0], box_atol=0, score_atol=0)

@@ -96,6 +96,16 @@ def _emit(problems: Sequence[Problem], owner: str, max_warnings: int = MAX_WARNI
                       "rtmkit.data.check_dataset(...) lists them all", DatasetWarning, stacklevel=4)
 
 
+def _parse_file(path: Path, parse, parse_error: type[Exception], what: str, fmt: str) -> Any:
+    """``parse(path's text)``, with a DatasetError naming the file when it is missing or unreadable."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError, parse_error) as e:
+        raise DatasetError(f"{path}: not a readable {fmt} file ({e})") from None
+
+
 class DetectionDataset:
     """Common part of the datasets: a list of records (annotations without pixels) and a loader.
 
@@ -208,12 +218,7 @@ class CocoDataset(DetectionDataset):
                  warn: bool = True):
         super().__init__()
         self.ann_file = Path(ann_file)
-        try:
-            data = json.loads(self.ann_file.read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"{self.ann_file}: annotation file not found") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise DatasetError(f"{self.ann_file}: not a readable json file ({e})") from None
+        data = _parse_file(self.ann_file, json.loads, json.JSONDecodeError, "annotation file", "json")
         if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
                 or not isinstance(data.get("categories"), list):
             raise DatasetError(f"{self.ann_file}: not a COCO annotation file (needs 'images' and 'categories' lists)")
@@ -381,12 +386,7 @@ class YoloDataset(DetectionDataset):
         except ImportError as e:  # pragma: no cover - PyYAML is usually present
             raise ImportError("YOLO datasets need PyYAML: pip install pyyaml") from e
         self.data_yaml = Path(data_yaml)
-        try:
-            cfg = yaml.safe_load(self.data_yaml.read_text())
-        except FileNotFoundError:
-            raise DatasetError(f"{self.data_yaml}: file not found") from None
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise DatasetError(f"{self.data_yaml}: not a readable yaml file ({e})") from None
+        cfg = _parse_file(self.data_yaml, yaml.safe_load, yaml.YAMLError, "file", "yaml")
         if not isinstance(cfg, dict) or "names" not in cfg:
             raise DatasetError(f"{self.data_yaml}: not an Ultralytics data.yaml (needs 'names')")
         names = cfg["names"]

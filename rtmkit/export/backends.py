@@ -71,12 +71,11 @@ class OpenVINOBackend:
         self.path, self.meta = _rtmkit_onnx(path)
         if device is not None and device.type != "cpu":
             raise ValueError("the OpenVINO backend runs on the CPU here; use device='cpu'")
-        config = {"PERFORMANCE_HINT": "LATENCY"}
+        # f32 inference: OpenVINO would otherwise run in bf16 on CPUs that have it, moving boxes by pixels.
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
-        # f32 inference: OpenVINO would otherwise run in bf16 on CPUs that have it, moving boxes by pixels.
-        config["INFERENCE_PRECISION_HINT"] = "f32"
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
         self.input_dtype = np.uint8 if self.meta.get("normalized_in_graph") else (
