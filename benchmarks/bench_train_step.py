@@ -31,6 +31,7 @@ from rtmkit.assets import shared_dir
 from rtmkit.config import get_config
 from rtmkit.data.loader import normalize_batch
 from rtmkit.data.preprocess import letterbox_batch
+from rtmkit.engine.criterion import RTMDetCriterion
 from rtmkit.engine.ema import ExpMomentumEMA
 from rtmkit.engine.optim import build_optimizer
 from rtmkit.models.detector import RTMDetNet
@@ -70,11 +71,12 @@ class Stepper:
         self.net, self.images, self.targets = net.train(), images, targets
         self.opt = build_optimizer(net, lr=0.004 * images.shape[0] / 256)
         self.ema = ExpMomentumEMA(net)
+        self.criterion = RTMDetCriterion(net.cfg.num_classes, net.strides)
 
     def __call__(self) -> dict:
         t0 = time.perf_counter()
         x = normalize_batch(self.images, self.net.cfg.mean, self.net.cfg.std)
-        losses = self.net.loss(x, self.targets)
+        losses = self.criterion(self.net(x), self.targets)
         sum(losses.values()).backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)

@@ -9,17 +9,20 @@ from pathlib import Path
 
 
 class ReferenceServer:
-    """Starts ``python script *args`` and waits for its JSON "ready" line (RuntimeError if it never comes).
-    ``request(line)`` sends one line and returns the JSON reply; ``close()`` ends the process."""
+    """Starts ``python script *args`` and waits for its JSON "ready" line (RuntimeError if it never comes); that
+    line's fields are kept in ``info``. ``request(line)`` sends one line and returns the JSON reply; ``close()``
+    ends the process."""
 
     def __init__(self, python: str, script: str, *args: str):
         path = Path(__file__).with_name(script)
         self.proc = subprocess.Popen([python, str(path), *map(str, args)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
-        if not self.proc.stdout.readline().startswith('{"ready"'):
+        ready = self.proc.stdout.readline()
+        if not ready.startswith('{"ready"'):
             self.proc.kill()
             self.proc.wait()
             raise RuntimeError(f"{script} did not start")
+        self.info: dict = json.loads(ready)
 
     def request(self, line: str) -> dict:
         self.proc.stdin.write(line + "\n")

@@ -1,10 +1,36 @@
-"""rtmkit: the RTMDet family of real-time detectors in plain PyTorch."""
+"""rtmkit: the RTMDet family of real-time detectors in plain PyTorch.
+
+The public names are imported on first use, so ``import rtmkit`` and ``rtmkit --help`` do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .api import RTMDet  # noqa: E402
-from .config import CONFIGS, PostprocessConfig, RTMDetConfig, get_config, list_configs  # noqa: E402
-from .results import Result  # noqa: E402
+_LAZY = {
+    "RTMDet": "rtmkit.api",
+    "Result": "rtmkit.results",
+    "RTMDetConfig": "rtmkit.config",
+    "PostprocessConfig": "rtmkit.config",
+    "CONFIGS": "rtmkit.config",
+    "get_config": "rtmkit.config",
+    "list_configs": "rtmkit.config",
+}
 
-__all__ = ["RTMDet", "Result", "RTMDetConfig", "PostprocessConfig", "CONFIGS", "get_config", "list_configs",
-           "__version__"]
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtmkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ("torch", "torch-fused", "torch-compiled", "onnx", "openvino", "engine")
+# torch: what predict() runs by default (BN folded, channels-last); torch-eager: the plain net (fuse=False).
+FORMATS = ("torch-eager", "torch", "torch-fused", "torch-compiled", "onnx", "openvino", "engine")
 
 
 @dataclass
@@ -42,14 +43,10 @@ def _load_images(data: str | None, n: int, size: int) -> list[np.ndarray]:
     from .data.sources import expand_source, iter_frames
 
     src = Path(data)
-    if src.suffix == ".json":
-        import json
+    if src.suffix in (".json", ".yaml", ".yml"):
+        from .data.datasets import load_dataset
 
-        from .api import _default_image_dir
-
-        gt = json.loads(src.read_text())
-        root = _default_image_dir(src)
-        items = [str(root / im["file_name"]) for im in gt["images"]]
+        items = [r["path"] for r in load_dataset(src, "val").records]
     else:
         items = expand_source(data)
     images = [f.image for _, f in zip(range(n), iter_frames(items))]
@@ -58,14 +55,16 @@ def _load_images(data: str | None, n: int, size: int) -> list[np.ndarray]:
     return images
 
 
-def _time(model, images: list[np.ndarray], batch: int, runs: int, warmup: int, preset: str) -> BenchRow:
+def _time(model, images: list[np.ndarray], batch: int, runs: int, warmup: int, preset: str,
+          fuse: bool = True) -> BenchRow:
     post = model.postprocess_config(preset)
+    predictor = model.predictor(fuse)
     chunks = [images[i:i + batch] for i in range(0, len(images) - batch + 1, batch)] or [images[:batch]]
     pre, fwd, pst, tot = [], [], [], []
     for i in range(warmup + runs):
         chunk = chunks[i % len(chunks)]
         t0 = time.perf_counter()
-        results = model.predict_arrays(chunk, post)
+        results = predictor(chunk, post)
         wall = (time.perf_counter() - t0) * 1e3 / len(chunk)
         if i >= warmup:
             s = results[0].speed
@@ -78,8 +77,8 @@ def _time(model, images: list[np.ndarray], batch: int, runs: int, warmup: int, p
     return BenchRow("", batch, 0, med(pre), med(fwd), med(pst), med(tot), float(q[1] - q[0]), 1e3 / med(tot))
 
 
-def _coco_ap(model, data: str, batch: int) -> float:
-    return float(model.val(data, batch=batch)["AP"])
+def _coco_ap(model, data: str, batch: int, fuse: bool) -> float:
+    return float(model.val(data, batch=batch, fuse=fuse)["AP"])
 
 
 def run_benchmark(model_name: str, weights: str | None = None, formats: list[str] | tuple[str, ...] = ("torch",),
@@ -98,10 +97,8 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
         try:
-            if fmt == "torch":
+            if fmt in ("torch", "torch-eager", "torch-fused"):  # torch-fused: the old name of the default
                 model = base
-            elif fmt == "torch-fused":
-                model = RTMDet(model_name, weights=weights, device=device).fuse()
             elif fmt == "torch-compiled":
                 model = RTMDet(model_name, weights=weights, device=device).fuse(compile=True)
             elif fmt in ("onnx", "openvino"):
@@ -110,15 +107,16 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
             else:
                 from .export.tensorrt import build_engine_model
 
-                model = build_engine_model(base, workdir, imgsz=size, batches=batches)
+                model = RTMDet(build_engine_model(base, workdir, imgsz=size, batches=batches), device=device)
         except (ImportError, RuntimeError, ValueError) as e:
             rows.append(BenchRow(fmt, 0, size, note=f"unavailable: {e}"))
             if verbose:
                 print(f"{fmt}: unavailable ({e})")
             continue
-        ap = _coco_ap(model, data, max(batches)) if data and str(data).endswith(".json") else None
+        fuse = fmt != "torch-eager"
+        ap = _coco_ap(model, data, max(batches), fuse) if data and str(data).endswith(".json") else None
         for b in batches:
-            row = _time(model, images, b, runs, warmup, preset)
+            row = _time(model, images, b, runs, warmup, preset, fuse=fuse)
             row.format, row.imgsz, row.ap = fmt, size, ap
             rows.append(row)
             if verbose:

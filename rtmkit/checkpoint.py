@@ -3,11 +3,12 @@
 Loading never executes code from the file: every load goes through ``torch.load(weights_only=True)``.
 Official MMDetection files saved by MMEngine's training runner also pickle objects of ``mmengine``
 classes, numpy scalars/arrays and ``getattr`` (for bound methods), which the weights-only unpickler
-refuses. For those files we list the globals the pickle names, refuse the file outright if any of them
-lies outside a small set of known-harmless families, and otherwise load again with *inert stand-ins*
-registered under exactly those names (our own code, never the real classes or functions): mm* classes
-become stub objects that only record their arguments and state, numpy values are decoded from their raw
-bytes with ``numpy.frombuffer``, and ``getattr`` returns a placeholder. mmengine is never imported.
+refuses. For those files we list the globals the pickle names (torch's ``get_unsafe_globals_in_checkpoint``,
+or our own opcode scan for files it cannot read), refuse the file outright if any of them lies outside a
+small set of known-harmless families, and otherwise load again with *inert stand-ins* registered under
+exactly those names (our own code, never the real classes or functions): mm* classes become stub objects
+that only record their arguments and state, numpy values are decoded from their raw bytes with
+``numpy.frombuffer``, and ``getattr`` returns a placeholder. mmengine is never imported.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ _CODECS_ENCODE = "_codecs.encode"
 _LIST_LIMIT = 10
 
 # torch's allowlist is process-global state; serialise our temporary registrations so that two loads in
-# different threads cannot remove each other's stand-ins mid-load.
+# different threads cannot remove each other's stand-ins mid-load (nor hide them from each other's scan).
 _SAFE_GLOBALS_LOCK = threading.Lock()
 
 
@@ -369,6 +370,29 @@ def _scan_checkpoint_globals(path: pathlib.Path) -> list[tuple[str, str, str]]:
     return found
 
 
+def _unsafe_globals(path: pathlib.Path) -> list[tuple[str, str, str]]:
+    """(module, name, as written) of each global in the checkpoint that torch does not allow by default."""
+    get_unsafe = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)  # torch >= 2.5
+    if get_unsafe is not None:
+        try:
+            names = get_unsafe(path)
+        except Exception:
+            # torch's scan reads only torch zip files whose pickle sticks to the opcodes torch.save writes by
+            # default (protocol 2); legacy and plain-pickle files and protocol-4+ pickles (STACK_GLOBAL, e.g.
+            # payloads saved with pickle_protocol=4) still need our own scan to be named and refused.
+            pass
+        else:
+            # torch reports "module.name" joined (after its Python-2 renames), so the split is a guess: a nested
+            # class's outer name lands in the module, which only changes the stub's __module__/__qualname__.
+            split = (full.rpartition(".") for full in sorted(names))
+            return [(module, name, f"{module}.{name}") for module, _, name in split]
+    return [
+        (module, name, written)
+        for module, name, written in _scan_checkpoint_globals(path)
+        if not _torch_default_allowed(f"{module}.{name}")
+    ]
+
+
 def _torch_default_allowed(full_name: str) -> bool:
     try:
         from torch._weights_only_unpickler import _get_allowed_globals
@@ -441,8 +465,15 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
 
 
 def _load_with_stand_ins(path: pathlib.Path, first_error: Exception) -> Any:
+    # torch's scan also skips globals registered as safe right now, so it must not run while another thread's
+    # stand-ins are registered: the lock covers the scan as well as the load.
+    with _SAFE_GLOBALS_LOCK:
+        return _scan_and_load(path, first_error)
+
+
+def _scan_and_load(path: pathlib.Path, first_error: Exception) -> Any:
     try:
-        found = _scan_checkpoint_globals(path)
+        found = _unsafe_globals(path)
     except Exception as scan_error:
         raise CheckpointError(
             f"{path}: not a readable PyTorch checkpoint (corrupt, truncated or another file type): "
@@ -453,7 +484,7 @@ def _load_with_stand_ins(path: pathlib.Path, first_error: Exception) -> Any:
     refused: list[str] = []
     for module, name, written in found:
         full_name = f"{module}.{name}"
-        if full_name in needed or _torch_default_allowed(full_name):
+        if full_name in needed:
             continue
         stand_in = _stand_in_for(module, name)
         if stand_in is None:
@@ -478,7 +509,7 @@ def _load_with_stand_ins(path: pathlib.Path, first_error: Exception) -> Any:
 
     allowlist = [(stand_in, full_name) for full_name, stand_in in needed.items()]
     try:
-        with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(allowlist):
+        with torch.serialization.safe_globals(allowlist):
             obj = torch.load(path, map_location="cpu", weights_only=True)
         return _finalize(obj)
     except Exception as error:

@@ -8,16 +8,19 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
-from tqdm import tqdm
-
+from . import __version__
 from .config import CLIP_MODES, CONFIGS
+from .engine.args import TrainArgs, add_train_flags
 from .runs import increment_dir
 
+_WITH_WEIGHTS = (".pth", ".pt", ".onnx", ".engine")  # files that carry their own weights
 
-def demo_image(size: int = 640) -> np.ndarray:
+
+def demo_image(size: int = 640):
     """A procedurally drawn BGR scene, so ``rtmkit predict`` runs without any file or network."""
+    import cv2
+    import numpy as np
+
     rng = np.random.default_rng(0)
     img = np.full((size, size, 3), 200, np.uint8)
     for _ in range(8):
@@ -32,6 +35,8 @@ def demo_image(size: int = 640) -> np.ndarray:
 
 
 def _count_frames(items: list) -> int | None:
+    import cv2
+
     from .data.images import is_video_file
 
     total = 0
@@ -49,11 +54,15 @@ def _count_frames(items: list) -> int | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
     from . import RTMDet
     from .data.sources import expand_source
 
     model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
-    if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
+    if args.weights is None and not str(args.model).endswith(_WITH_WEIGHTS):
         print(f"warning: no --weights given: {args.model} is freshly initialised and will detect nothing useful",
               file=sys.stderr)
     source = args.source if args.source is not None else [demo_image()]
@@ -108,7 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from . import RTMDet
 
     model = RTMDet(args.model, weights=args.weights, device=args.device)
-    if args.weights is None and not str(args.model).endswith((".pth", ".pt")):
+    if args.weights is None and not str(args.model).endswith(_WITH_WEIGHTS):
         print(f"warning: no --weights given: exporting a freshly initialised {args.model}", file=sys.stderr)
     path = model.export(args.format, args.file, imgsz=args.imgsz, batch=args.batch, dynamic=args.dynamic,
                         nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
@@ -143,10 +152,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .engine.trainer import TrainArgs, Trainer
+    from .engine.trainer import Trainer
 
     data, val, demo = args.data, args.val, False
-    if data is None:  # the offline main job: a dataset rtmkit draws itself, a short CPU run
+    if data is None and not args.resume:  # the offline main job: a dataset rtmkit draws itself, a short CPU run
         from .data.synthetic import make_shapes_dataset
 
         demo = True
@@ -165,7 +174,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 values[key] = default
         if args.stage2_epochs is None:
             values["stage2_epochs"] = values["epochs"] // 2
-    result = Trainer(TrainArgs(**values)).fit()
+    result = Trainer(TrainArgs.from_kwargs(**values)).fit()
     save_dir = Path(result["save_dir"])
     if result.get("metrics"):
         m = result["metrics"]
@@ -196,9 +205,32 @@ def cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """One line per model name: task, size, input, classes and where its official weights are."""
+    from .zoo import ZOO
+
+    print(f"{'name':22s} {'task':8s} {'size':5s} {'input':>5s} {'classes':>7s}  weights")
+    for name, cfg in CONFIGS.items():
+        entry = ZOO.get(name)
+        weights = entry.url.rsplit("/", 1)[-1] if entry is not None and entry.url else "none (train your own)"
+        print(f"{name:22s} {cfg.task:8s} {cfg.size:5s} {cfg.input_size:5d} {cfg.num_classes:7d}  {weights}")
+    if args.all:
+        shown = set(CONFIGS)
+        for name, entry in ZOO.items():
+            if name not in shown:
+                print(f"{name:22s} {entry.task:8s} {'':5s} {'':>5s} {'':>7s}  {entry.url.rsplit('/', 1)[-1]} "
+                      "(weights only)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtmkit", description="RTMDet detectors in plain PyTorch")
+    parser.add_argument("--version", action="version", version=f"rtmkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("models", help="list the model names with task, size, input size and weights")
+    m.add_argument("--all", action="store_true", help="also list zoo weights that have no buildable config yet")
+    m.set_defaults(func=cmd_models)
 
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
     p.add_argument("--model", default="rtmdet-tiny",
@@ -250,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("benchmark", help="latency/throughput (pre/forward/post) per format, AP on --data")
     b.add_argument("--model", default="rtmdet-tiny", help="config name or rtmkit checkpoint")
     b.add_argument("--weights", default=None)
-    b.add_argument("--formats", default="torch,torch-fused,onnx",
-                   help="comma list of torch, torch-fused, torch-compiled, onnx, openvino, engine")
+    b.add_argument("--formats", default="torch-eager,torch,onnx",
+                   help="comma list of torch-eager (plain net), torch (the default predict path: BN folded, "
+                        "channels-last), torch-compiled, onnx, openvino, engine")
     b.add_argument("--batch", default="1", help="comma list of batch sizes, e.g. 1,8,32")
     b.add_argument("--imgsz", type=int, default=None)
     b.add_argument("--data", default=None, help="COCO json (adds AP) or an image folder/glob (default: synthetic)")
@@ -263,33 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_benchmark)
 
     t = sub.add_parser("train", help="train (no --data: a short offline run on a built-in shapes dataset)")
-    t.add_argument("--model", default=None,
-                   help=f"config name ({', '.join(CONFIGS)}); default rtmdet-tiny (rtmdet-nano for the built-in demo)")
-    t.add_argument("--data", default=None, help="COCO train json or YOLO data.yaml")
-    t.add_argument("--val", default=None, help="COCO val json (a data.yaml has its own val split)")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--stage2-epochs", dest="stage2_epochs", type=int, default=None,
-                   help="final epochs without Mosaic/MixUp (default: 20 of 300, scaled)")
-    t.add_argument("--batch", type=int, default=None, help="total batch over all processes")
-    t.add_argument("--accumulate", type=int, default=None, help="gradient accumulation steps")
-    t.add_argument("--imgsz", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None, help="default: 0.004 x batch x accumulate / 256")
-    t.add_argument("--optimizer", default=None, choices=["AdamW", "SGD"], help="default: AdamW (the recipe)")
-    t.add_argument("--weights", default=None, help="detector checkpoint to fine-tune from")
-    t.add_argument("--backbone", default=None, help="CSPNeXt ImageNet weights (path or zoo name)")
-    t.add_argument("--device", default=None)
-    t.add_argument("--workers", type=int, default=None)
-    t.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU)")
-    t.add_argument("--patience", type=int, default=None, help="stop after N validations without improvement")
-    t.add_argument("--val-interval", dest="val_interval", type=int, default=None)
-    t.add_argument("--freeze-bn", dest="freeze_bn", action="store_true", default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--deterministic", action="store_true", default=None)
-    t.add_argument("--resume", nargs="?", const=True, default=None,
-                   help="resume the latest run (or the given run directory / last.pt)")
-    t.add_argument("--project", default="runs/train")
-    t.add_argument("--name", default="exp")
-    t.add_argument("--warmup-iters", dest="warmup_iters", type=int, default=None)
+    add_train_flags(t)
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("check", help="check a dataset: bad images, boxes, classes and files, reported by file")
@@ -300,10 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--all", action="store_true", help="list every file with problems (default: the first 50)")
     c.set_defaults(func=cmd_check)
 
-    v = sub.add_parser("val", help="COCO box AP of a model on a COCO json (eval preset)")
+    v = sub.add_parser("val", help="COCO box AP of a model on a COCO json, data.yaml or dataset folder (eval preset)")
     v.add_argument("--model", default="rtmdet-tiny", help="config name, rtmkit checkpoint or .onnx")
     v.add_argument("--weights", default=None)
-    v.add_argument("--data", required=True, help="COCO annotation json")
+    v.add_argument("--data", required=True, help="COCO json, YOLO data.yaml (its val split) or a folder holding one")
     v.add_argument("--images", default=None, help="image folder (default: next to the json, COCO layout)")
     v.add_argument("--batch", type=int, default=8)
     v.add_argument("--imgsz", type=int, default=None)

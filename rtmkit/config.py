@@ -11,7 +11,19 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .models.backbone import ARCHS, stage_channels
+# Per stage, before widening: (in_channels, out_channels, num_blocks, add_identity, use_spp).
+ARCHS: dict[str, list[tuple[int, int, int, bool, bool]]] = {
+    "P5": [(64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False),
+           (512, 1024, 3, False, True)],
+    "P6": [(64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False),
+           (512, 768, 3, True, False), (768, 1024, 3, False, True)],
+}
+
+
+def stage_channels(arch: str, widen_factor: float) -> list[int]:
+    """Output channels of every stage after widening."""
+    return [int(out * widen_factor) for _, out, *_ in ARCHS[arch]]
+
 
 CLIP_MODES = ("input", "image", "none")
 NMS_SPACES = ("image", "input")
@@ -59,6 +71,8 @@ class RTMDetConfig:
     """One RTMDet detector. Defaults are MMDetection's ``rtmdet_l_8xb32-300e_coco``."""
 
     name: str = "rtmdet-l"
+    task: str = "detect"
+    size: str = "l"  # tiny / s / m / l / x / nano: chooses the recipe's per-size training pipeline
     deepen_factor: float = 1.0
     widen_factor: float = 1.0
     arch: str = "P5"
@@ -128,38 +142,41 @@ class RTMDetConfig:
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         d = dict(d)
+        if "size" not in d and d.get("name") in CONFIGS:  # files written before the field existed
+            d["size"] = CONFIGS[d["name"]].size
         for key in ("mean", "std"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
 
 
-def _det(name: str, deepen: float, widen: float, neck_blocks: int, exp_on_reg: bool, **kw: Any) -> RTMDetConfig:
-    return RTMDetConfig(name=name, deepen_factor=deepen, widen_factor=widen, neck_blocks=neck_blocks,
+def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, exp_on_reg: bool, **kw: Any
+         ) -> RTMDetConfig:
+    return RTMDetConfig(name=name, size=size, deepen_factor=deepen, widen_factor=widen, neck_blocks=neck_blocks,
                         exp_on_reg=exp_on_reg, **kw)
 
 
 CONFIGS: dict[str, RTMDetConfig] = {
-    "rtmdet-tiny": _det("rtmdet-tiny", 0.167, 0.375, 1, False),
-    "rtmdet-s": _det("rtmdet-s", 0.33, 0.5, 1, False),
-    "rtmdet-m": _det("rtmdet-m", 0.67, 0.75, 2, True),
-    "rtmdet-l": _det("rtmdet-l", 1.0, 1.0, 3, True),
-    "rtmdet-x": _det("rtmdet-x", 1.33, 1.25, 4, True),
-    "rtmdet-x-p6": _det("rtmdet-x-p6", 1.33, 1.25, 4, True, arch="P6", input_size=1280),
+    "rtmdet-tiny": _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, False),
+    "rtmdet-s": _det("rtmdet-s", "s", 0.33, 0.5, 1, False),
+    "rtmdet-m": _det("rtmdet-m", "m", 0.67, 0.75, 2, True),
+    "rtmdet-l": _det("rtmdet-l", "l", 1.0, 1.0, 3, True),
+    "rtmdet-x": _det("rtmdet-x", "x", 1.33, 1.25, 4, True),
+    "rtmdet-x-p6": _det("rtmdet-x-p6", "x", 1.33, 1.25, 4, True, arch="P6", input_size=1280),
     # The nano network (RTMPose's detectors) with COCO's 80 classes: no official COCO weights exist; for fast
     # training from scratch on small data (the built-in demo) and edge devices.
-    "rtmdet-nano": _det("rtmdet-nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, input_size=320),
+    "rtmdet-nano": _det("rtmdet-nano", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, input_size=320),
     # RTMPose's person detector (shared/weights): depthwise convs everywhere, unshared head convs, 320 input.
     "rtmdet-nano-person": _det(
-        "rtmdet-nano-person", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
+        "rtmdet-nano-person", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
         input_size=320, class_names=("person",),
         eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
     "rtmdet-nano-hand": _det(
-        "rtmdet-nano-hand", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
+        "rtmdet-nano-hand", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
         input_size=320, class_names=("hand",),
         eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
     # RTMPose's larger person detector: rtmdet-m with one class.
-    "rtmdet-m-person": _det("rtmdet-m-person", 0.67, 0.75, 2, True, num_classes=1, class_names=("person",)),
+    "rtmdet-m-person": _det("rtmdet-m-person", "m", 0.67, 0.75, 2, True, num_classes=1, class_names=("person",)),
 }
 
 

@@ -278,6 +278,8 @@ def download(url: str, dest: Path, sha256_prefix: str | None = None, progress: b
     The body is streamed to ``<dest>.part`` in the same folder and only renamed to ``dest`` once complete and,
     when ``sha256_prefix`` is given, once its SHA-256 starts with it; so ``dest`` never holds a partial file.
     Every failure raises ``DownloadError`` and removes the ``.part`` file."""
+    # Not torch.hub.download_url_to_file: it takes no timeout (a stalled server hangs it), sends its own
+    # User-Agent, and keeps a body cut short when no hash is given; test_zoo.py checks all three.
     dest = Path(dest)
     expected = sha256_prefix.lower() if sha256_prefix else None
     if expected is not None and not re.fullmatch(r"[0-9a-f]+", expected):

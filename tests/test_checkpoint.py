@@ -695,3 +695,51 @@ def test_old_numpy_core_names_are_understood(synthetic_mmengine_file, tmp_path):
     meta = load_checkpoint_file(old)["meta"]
     assert type(meta["iter"]) is int and meta["iter"] == 7
     np.testing.assert_array_equal(meta["big_endian"], np.arange(6).reshape(2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 8: which scan lists the globals
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_torch_scan_lists_the_globals_when_available(synthetic_mmengine_file, monkeypatch):
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):
+        pytest.skip("torch < 2.5 has no get_unsafe_globals_in_checkpoint")
+    real = torch.serialization.get_unsafe_globals_in_checkpoint
+    calls: list[list[str]] = []
+
+    def spy(f):
+        calls.append(real(f))
+        return calls[-1]
+
+    monkeypatch.setattr(torch.serialization, "get_unsafe_globals_in_checkpoint", spy)
+    path, _ = synthetic_mmengine_file
+    ckpt = load_checkpoint_file(path)
+    assert len(calls) == 1 and "mmengine.fake.thing.Thing" in calls[0]
+    buffer = ckpt["message_hub"]["buffer"]
+    assert isinstance(buffer, InertStub) and buffer.stub_name == "mmengine.fake.thing.Thing"
+    assert type(ckpt["meta"]["iter"]) is int and ckpt["meta"]["iter"] == 7
+
+
+def test_own_scan_still_works_without_the_torch_function(synthetic_mmengine_file, shared, tmp_path, monkeypatch):
+    # As on torch < 2.5: the opcode scan alone must give the same stand-ins and the same refusals.
+    monkeypatch.delattr(torch.serialization, "get_unsafe_globals_in_checkpoint", raising=False)
+    path, weights = synthetic_mmengine_file
+    ckpt = load_checkpoint_file(path)
+    assert REAL_CODE_RAN == []
+    buffer = ckpt["message_hub"]["buffer"]
+    assert isinstance(buffer, InertStub) and type(buffer).__module__ == "mmengine.fake.thing"
+    assert ckpt["message_hub"]["method"].obj is buffer
+    assert type(ckpt["meta"]["iter"]) is int and ckpt["meta"]["big_endian"].dtype == np.dtype(">i4")
+    assert all(torch.equal(extract_state_dict(ckpt)[k], weights[k]) for k in weights)
+
+    training = load_checkpoint_file(shared(TRAINING))
+    assert isinstance(training["message_hub"]["log_scalars"]["train/loss"], InertStub)
+    assert len(extract_state_dict(training, TRAINING)) == 698
+
+    marker = tmp_path / "pwned"
+    data = _dict_pickle(state_dict=EMPTY_DICT, x=_call(_global("__builtin__", "eval"), _str(f"open({str(marker)!r})")))
+    with pytest.raises(CheckpointError, match="malicious") as info:
+        load_checkpoint_file(_torch_zip_with_pickle(tmp_path / "hand.pth", data))
+    assert "builtins.eval (written as __builtin__.eval)" in str(info.value)
+    assert not marker.exists()

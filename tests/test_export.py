@@ -295,8 +295,8 @@ def test_tensorrt_engine_needs_tensorrt_or_runs(nano, tmp_path, images):
         pytest.skip("tensorrt installed but no CUDA GPU")
     from rtmkit.export.tensorrt import build_engine_model
 
-    engine = build_engine_model(RTMDet("rtmdet-nano-person", weights=nano.weights, device="cuda"), tmp_path,
-                                batches=(1, 4))
+    engine = RTMDet(build_engine_model(RTMDet("rtmdet-nano-person", weights=nano.weights, device="cuda"), tmp_path,
+                                       batches=(1, 4)), device="cuda")
     ref = nano.predict(images[:1], preset="deploy")[0]
     got = engine.predict(images[:1], preset="deploy")[0]
     assert abs(len(ref) - len(got)) <= 1

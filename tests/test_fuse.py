@@ -53,7 +53,7 @@ def test_compiled_predict_matches_plain(shared):
         warnings.simplefilter("always")
         model = RTMDet("rtmdet-nano-person", weights=weights, device="cpu").fuse(compile=True)
     assert not [w for w in caught if "torch.compile failed" in str(w.message)]  # it must really compile here
-    assert isinstance(model._infer_net, torch._dynamo.eval_frame.OptimizedModule)
+    assert isinstance(model.backend.module(), torch._dynamo.eval_frame.OptimizedModule)
     fast = model.predict(image, preset="eval")[0]
     assert len(plain) == len(fast) > 0
     # inductor re-associates some sums: boxes (original-image pixels, up to ~640) move by a few 1e-5 relative

@@ -14,7 +14,7 @@ import torch
 from rtmkit import RTMDet, get_config
 from rtmkit.data.preprocess import preprocess
 from rtmkit.models.detector import RTMDetNet
-from rtmkit.models.postprocess import postprocess
+from rtmkit.models.postprocess import decode, postprocess
 
 SIZES = {"rtmdet_tiny": "rtmdet-tiny", "rtmdet_s": "rtmdet-s", "rtmdet_m": "rtmdet-m", "rtmdet_l": "rtmdet-l",
          "rtmdet_x": "rtmdet-x", "rtmdet_x_p6": "rtmdet-x-p6"}
@@ -105,9 +105,9 @@ def test_postprocess_matches_golden_predictions(shared, tiny):
     cfg = get_config("rtmdet-tiny")
     assert ref["test_cfg"]["score_thr"] == cfg.eval.score_thr and ref["test_cfg"]["max_per_img"] == 300
     with torch.no_grad():
-        cls_scores, bbox_preds = tiny(inp["batch_inputs"])
+        outputs = tiny(inp["batch_inputs"])
     scales = torch.tensor([m["scale_factor"] for m in inp["img_metas"]], dtype=torch.float64)
-    _check_predictions(postprocess(cls_scores, bbox_preds, tiny.strides, cfg.eval, scales), ref["per_image"])
+    _check_predictions(postprocess(decode(outputs, tiny.strides), cfg.eval, scales), ref["per_image"])
 
 
 def test_full_predict_api_matches_golden(shared, tmp_path):
@@ -125,7 +125,15 @@ def test_full_predict_api_matches_golden(shared, tmp_path):
             self.boxes, self.scores = torch.from_numpy(r.boxes), torch.from_numpy(r.scores)
             self.labels = torch.from_numpy(r.labels)
 
-    _check_predictions([View(r) for r in results], ref["per_image"])
+    _check_predictions([View(r) for r in results], ref["per_image"])  # default: BN folded, channels-last
+    for r, ref_img in zip(results, ref["per_image"]):  # the fused path stays within float rounding
+        assert np.abs(r.boxes - ref_img["all_bboxes"].numpy()).max() <= 1e-2
+        assert np.abs(r.scores - ref_img["all_scores"].numpy()).max() <= 1e-4
+    # fuse=False runs the plain net: bit-identical to the reference
+    for r, ref_img in zip(model.predict(images, preset="eval", batch=2, fuse=False), ref["per_image"]):
+        assert np.array_equal(r.boxes, ref_img["all_bboxes"].numpy())
+        assert np.array_equal(r.scores, ref_img["all_scores"].numpy())
+        assert np.array_equal(r.labels, ref_img["all_labels"].numpy())
     for r, img in zip(results, images):
         assert r.orig_shape == img.shape[:2]
         # the reference clamps in the padded frame and does not clip: boxes may pass the image border

@@ -16,6 +16,7 @@ from rtmkit.engine.criterion import RTMDetCriterion, collate_targets
 from rtmkit.engine.losses import giou_loss, quality_focal_loss
 from rtmkit.models.detector import RTMDetNet
 from rtmkit.ops.boxes import grid_priors
+from rtmkit.structures import DetOutputs
 
 STRIDES = (8, 16, 32)
 
@@ -48,7 +49,8 @@ def trained_step(shared, golden):
     net.load_state_dict(_load(shared("reference/det_tiny/state_dict.pt")), strict=True)
     net.train()
     x = _load(shared("reference/common/noise_inputs.pt"))["loss_input"]
-    losses, details = net.loss(x, _targets(golden["gt_instances"]), return_details=True)
+    criterion = RTMDetCriterion(net.cfg.num_classes, net.strides)
+    losses, details = criterion(net(x), _targets(golden["gt_instances"]), return_details=True)
     total = losses["loss_cls"] + losses["loss_bbox"]
     total.backward()
     return net, losses, details, total
@@ -157,7 +159,7 @@ def test_golden_criterion_on_reference_head_outputs(golden):
     crit = RTMDetCriterion(80, STRIDES)
     cls = [c.clone().requires_grad_() for c in outs["cls_scores"]]
     reg = [b.clone().requires_grad_() for b in outs["bbox_preds"]]
-    losses, details = crit(cls, reg, _targets(golden["gt_instances"]), return_details=True)
+    losses, details = crit(DetOutputs(cls, reg), _targets(golden["gt_instances"]), return_details=True)
     for key in ("loss_cls", "loss_bbox"):
         assert _rel(losses[key], golden["losses"][key]) <= 1e-6
         for ours, ref in zip(details.per_level[key], golden["losses_per_level"][key]):
@@ -214,7 +216,7 @@ def test_criterion_normalisation_by_hand():
     reg = [torch.rand(2, 4, h, w, generator=g) * 3 * s + s for (h, w), s in zip(sizes, STRIDES)]
     targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [40.0, 5.0, 75.0, 30.0]]), "labels": [1, 4]},
                {"boxes": torch.tensor([[0.0, 0.0, 80.0, 80.0]]), "labels": torch.tensor([2])}]
-    losses, d = RTMDetCriterion(5, STRIDES)(cls, reg, targets, return_details=True)
+    losses, d = RTMDetCriterion(5, STRIDES)(DetOutputs(cls, reg), targets, return_details=True)
     pos = d.assign.pos_mask
     assert pos.any()
     boxes = grid_priors(sizes, STRIDES)[None, :, :2].repeat(2, 1, 2) + _flatten(reg, 4) * torch.tensor(
@@ -280,7 +282,7 @@ def test_zero_gts_everywhere():
     cls = [c.requires_grad_() for c in cls]
     reg = [r.requires_grad_() for r in reg]
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
-    losses, d = RTMDetCriterion(4, STRIDES)(cls, reg, [empty, empty], return_details=True)
+    losses, d = RTMDetCriterion(4, STRIDES)(DetOutputs(cls, reg), [empty, empty], return_details=True)
     assert losses["loss_bbox"].item() == 0.0
     assert torch.isfinite(losses["loss_cls"]) and losses["loss_cls"].item() > 0
     assert not d.assign.pos_mask.any() and d.cls_avg_factor == 1.0
@@ -289,7 +291,7 @@ def test_zero_gts_everywhere():
     assert all(torch.isfinite(c.grad).all() for c in cls)
     # gts that contain no prior: no candidates, all background
     tiny = {"boxes": torch.tensor([[1.0, 1.0, 3.0, 3.0]]), "labels": torch.tensor([0])}
-    losses, d = RTMDetCriterion(4, STRIDES)(cls, reg, [tiny, empty], return_details=True)
+    losses, d = RTMDetCriterion(4, STRIDES)(DetOutputs(cls, reg), [tiny, empty], return_details=True)
     assert not d.assign.pos_mask.any() and losses["loss_bbox"].item() == 0.0
 
 
@@ -300,10 +302,10 @@ def test_batch_with_and_without_objects():
     objects = _random_gts(7, 128, 6, g)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
     crit = RTMDetCriterion(6, STRIDES)
-    losses, d = crit(cls, reg, [objects, empty], return_details=True)
+    losses, d = crit(DetOutputs(cls, reg), [objects, empty], return_details=True)
     assert d.assign.pos_mask[0].any() and not d.assign.pos_mask[1].any()
     assert (d.labels[1] == 6).all() and (d.assign_metrics[1] == 0).all()
-    _, alone = crit([c[:1] for c in cls], [r[:1] for r in reg], [objects], return_details=True)
+    _, alone = crit(DetOutputs([c[:1] for c in cls], [r[:1] for r in reg]), [objects], return_details=True)
     assert torch.equal(alone.assign.gt_inds[0], d.assign.gt_inds[0])
     assert torch.equal(alone.assign.metrics[0], d.assign.metrics[0])
     assert torch.isfinite(losses["loss_cls"]) and losses["loss_bbox"].item() > 0
@@ -420,8 +422,9 @@ def test_loss_is_float32_under_autocast(shared, golden):
     net.train()
     x = _load(shared("reference/common/noise_inputs.pt"))["loss_input"]
     targets = _targets(golden["gt_instances"])
+    criterion = RTMDetCriterion(80, STRIDES)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        losses = net.loss(x, targets)
+        losses = criterion(net(x), targets)
     for key, value in losses.items():
         assert value.dtype == torch.float32
         assert _rel(value, golden["losses"][key]) <= 0.1, key  # bf16 forward, fp32 assignment and losses
@@ -430,8 +433,8 @@ def test_loss_is_float32_under_autocast(shared, golden):
     # Exactly fp32: under autocast the criterion gives what it gives outside on the same (bf16) head outputs.
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         cls, reg = net(x)
-        inside = net._criterion(cls, reg, targets)
+        inside = criterion(DetOutputs(cls, reg), targets)
     assert cls[0].dtype == torch.bfloat16
-    outside = RTMDetCriterion(80, STRIDES)([c.float() for c in cls], [r.float() for r in reg], targets)
+    outside = RTMDetCriterion(80, STRIDES)(DetOutputs([c.float() for c in cls], [r.float() for r in reg]), targets)
     for key in losses:
         assert inside[key].dtype == torch.float32 and torch.equal(inside[key], outside[key])

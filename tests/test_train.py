@@ -92,15 +92,15 @@ def test_sigkill_and_resume_gives_the_same_weights(shapes, tmp_path):
 
 
 def test_non_finite_loss_is_reported_and_stops(shapes, tmp_path, monkeypatch, capsys):
-    from rtmkit.models.detector import RTMDetNet
+    from rtmkit.engine.criterion import RTMDetCriterion
 
-    real = RTMDetNet.loss
+    real = RTMDetCriterion.__call__
 
-    def nan_loss(self, images, targets, **kw):
-        out = real(self, images, targets, **kw)
+    def nan_loss(self, outputs, targets, **kw):
+        out = real(self, outputs, targets, **kw)
         return {k: v * float("nan") for k, v in out.items()}
 
-    monkeypatch.setattr(RTMDetNet, "loss", nan_loss)
+    monkeypatch.setattr(RTMDetCriterion, "__call__", nan_loss)
     with pytest.raises(TrainingError, match="non-finite losses in 3 steps of epoch 1") as err:
         Trainer(_args(shapes, tmp_path, epochs=1)).fit()
     assert "last good checkpoint" in str(err.value)
@@ -113,7 +113,8 @@ def test_finetune_with_other_class_count_reinitialises_class_head(shared, shapes
     trainer = Trainer(_args(shapes, tmp_path, model="rtmdet-nano-person", weights=str(nano), epochs=1))
     from rtmkit.data.datasets import load_dataset
 
-    net, cfg = trainer._build_net(load_dataset(str(shapes["train_json"]), "train"))
+    task = trainer._build_task(load_dataset(str(shapes["train_json"]), "train"))
+    net, cfg = trainer._build_net(task), task.cfg
     assert cfg.num_classes == 3 and net.bbox_head.rtm_cls[0].weight.shape[0] == 3
     official = load_checkpoint_file(nano)["state_dict"]
     assert torch.equal(net.state_dict()["backbone.stem.0.conv.weight"], official["backbone.stem.0.conv.weight"])

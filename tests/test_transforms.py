@@ -29,6 +29,7 @@ from rtmkit.data.transforms import (
     build_train_pipeline,
     clip_polygon,
 )
+from rtmkit.structures import polygon_to_rbox, rbox_to_polygon
 
 
 def rect(b):
@@ -80,6 +81,36 @@ def test_flip_by_hand():
     for seed in range(6):  # p = 0.5: one uniform draw, flip when < 0.5
         flipped = RandomFlip(0.5)(s, np.random.default_rng(seed)) is not s
         assert flipped == (np.random.default_rng(seed).random() < 0.5)
+
+
+def test_flip_directions_by_hand():
+    s = make(100, 200, [[10, 20, 50, 60]], gradient=True)
+    s["rboxes"] = np.array([[30, 40, 40, 20, 0.3]], np.float32)
+    before = s["image"].copy()
+    # image 100 high, 200 wide; a rotated box mirrors its centre and negates its angle (not for diagonal)
+    for direction, box, rbox, img in (("horizontal", [150, 20, 190, 60], [170, 40, 40, 20, -0.3], before[:, ::-1]),
+                                      ("vertical", [10, 40, 50, 80], [30, 60, 40, 20, -0.3], before[::-1]),
+                                      ("diagonal", [150, 40, 190, 80], [170, 60, 40, 20, 0.3], before[::-1, ::-1])):
+        out = RandomFlip.flip(s, direction)
+        np.testing.assert_array_equal(out["boxes"], [box])
+        np.testing.assert_allclose(out["rboxes"], [rbox], atol=1e-6)
+        np.testing.assert_array_equal(out["image"], img)
+        assert_masks_match_boxes(out)
+    np.testing.assert_array_equal(RandomFlip(1.0)(s, np.random.default_rng(0))["rboxes"], RandomFlip.flip(s)["rboxes"])
+    # several directions (RTMDet-R): prob 0.75 split evenly, one uniform draw against the cumulative bounds
+    flip = RandomFlip(0.75, ["horizontal", "vertical", "diagonal"])
+    for seed in range(12):
+        u = np.random.default_rng(seed).random()
+        out = flip(s, np.random.default_rng(seed))
+        if u >= 0.75:
+            assert out is s
+        else:
+            want = RandomFlip.flip(s, ["horizontal", "vertical", "diagonal"][int(u // 0.25)])
+            np.testing.assert_array_equal(out["boxes"], want["boxes"])
+    with pytest.raises(ValueError):
+        RandomFlip(0.5, "sideways")
+    with pytest.raises(ValueError):
+        RandomFlip([0.5, 0.6], ["horizontal", "vertical"])
 
 
 def test_pad_by_hand():
@@ -382,6 +413,72 @@ def test_masks_move_like_boxes_through_the_pipeline():
                 assert_masks_match_boxes(out)
                 checked += len(out["boxes"])
         assert checked > 20
+
+
+def rbox_sample(rng, colour):
+    """A sample whose masks are its rotated boxes' corners and whose boxes are their (clipped) bounds."""
+    h, w = int(rng.integers(200, 600)), int(rng.integers(200, 600))
+    n = 4
+    bw = rng.uniform(30, 150, n)
+    rb = np.stack([rng.uniform(0.1, 0.9, n) * w, rng.uniform(0.1, 0.9, n) * h, bw, bw * rng.uniform(0.3, 0.7, n),
+                   rng.uniform(-1.5, 1.5, n)], 1).astype(np.float32)
+    corners = rbox_to_polygon(rb)
+    boxes = np.clip(np.concatenate([corners.min(1), corners.max(1)], 1), 0, [w, h, w, h])
+    s = make(h, w, boxes, colour, masks=False)
+    s["masks"] = [[c] for c in corners]
+    s["rboxes"] = rb
+    return s
+
+
+def test_rotated_boxes_move_with_their_objects_through_the_pipeline():
+    rng = np.random.default_rng(0)
+    samples = [rbox_sample(rng, COLOURS[i % 8]) for i in range(12)]
+    checked = whole = 0
+    for stage in (1, 2):
+        pipe, plain = (build_train_pipeline("s", img_scale=320, stage=stage) for _ in range(2))
+        r, r_plain = np.random.default_rng(stage), np.random.default_rng(stage)
+        for k in range(30):
+            out = pipe(samples[k % 12], r)
+            ref = plain({key: v for key, v in samples[k % 12].items() if key != "rboxes"}, r_plain)
+            assert (out is None) == (ref is None)
+            if out is None:
+                continue
+            for key in ("image", "boxes", "labels", "ignore_boxes"):  # carrying rboxes changes nothing else
+                np.testing.assert_array_equal(out[key], ref[key])
+            assert len(out["rboxes"]) == len(out["labels"]) == len(out["masks"])
+            assert (out["rboxes"][:, 2] >= out["rboxes"][:, 3]).all()  # le90
+            assert (np.abs(out["rboxes"][:, 4]) <= np.float32(np.pi / 2)).all()
+            for rbox, polys in zip(out["rboxes"], out["masks"]):
+                cx, cy, bw, bh, a = rbox.astype(np.float64)
+                for p in polys:  # the (possibly clipped) polygon lies in the rotated box
+                    d = p - [cx, cy]
+                    u = d @ [np.cos(a), np.sin(a)]
+                    v = d @ [-np.sin(a), np.cos(a)]
+                    assert (np.abs(u) <= bw / 2 + 1e-2).all() and (np.abs(v) <= bh / 2 + 1e-2).all()
+                checked += 1
+                if len(polys) == 1 and cv2.contourArea(polys[0]) >= 0.99 * bw * bh:  # never clipped: the same box
+                    np.testing.assert_allclose(polygon_to_rbox(polys)[0, :4], rbox[:4], rtol=1e-3, atol=1e-2)
+                    whole += 1
+    assert checked > 100 and whole > 50
+    # the DataLoader target carries them
+    td = TrainDataset(ListDataset(samples), "tiny", img_scale=256)
+    for i in range(8):
+        _, t = td[i]
+        assert t["rboxes"].dtype == torch.float32 and t["rboxes"].shape == (len(t["labels"]), 5)
+
+
+def test_mosaic_and_mixup_drop_fields_one_image_lacks():
+    rng = np.random.default_rng(1)
+    parts = [rbox_sample(rng, COLOURS[i]) for i in range(4)]
+    out = CachedMosaic(320).combine(parts[0], parts[1:], (320, 320))
+    assert len(out["rboxes"]) == len(out["labels"]) == len(out["masks"]) > 0
+    bare = {k: v for k, v in parts[1].items() if k not in ("rboxes", "masks")}
+    out = CachedMosaic(320).combine(parts[0], [bare, *parts[2:]], (320, 320))
+    assert "rboxes" not in out and "masks" not in out and len(out["boxes"]) == len(out["labels"])
+    out = CachedMixUp(320, ratio_range=(1.0, 1.0)).mix(parts[0], bare, 0.5, False, (0, 0))
+    assert "rboxes" not in out and "masks" not in out
+    out = CachedMixUp(320, ratio_range=(1.0, 1.0)).mix(parts[0], parts[1], 0.5, True, (0, 0))
+    assert len(out["rboxes"]) == len(out["labels"]) == len(out["masks"])
 
 
 class ListDataset:

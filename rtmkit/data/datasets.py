@@ -152,6 +152,11 @@ class DetectionDataset:
         out.has_masks = False
         return out
 
+    def coco_ground_truth(self) -> dict[str, Any] | None:
+        """The ground truth as a COCO dict when the dataset *is* a COCO file (evaluation then scores against the
+        file itself, not against the filtered records); ``None`` for other formats."""
+        return None
+
     def num_gt(self, index: int) -> int:
         """Number of gt boxes of a sample (without loading its image)."""
         return len(self.records[index]["boxes"])
@@ -304,6 +309,12 @@ class CocoDataset(DetectionDataset):
                 continue
             self.records.append(self._record(file, img_id, im, per_image[img_id], cat2label))
         self._finish(str(self.ann_file), warn)
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The annotation file as written (read again: training sets do not keep the parsed json in memory)."""
+        if getattr(self, "_coco_gt", None) is None:
+            self._coco_gt = _parse_file(self.ann_file, json.loads, json.JSONDecodeError, "annotation file", "json")
+        return self._coco_gt
 
     def _record(self, file: str, img_id: Any, im: dict, anns: list[dict], cat2label: dict) -> dict[str, Any]:
         W, H = im["width"], im["height"]
@@ -527,33 +538,19 @@ def load_dataset(path: str | os.PathLike, split: str = "train", **kwargs: Any) -
 
 
 def rle_decode(rle: dict, h: int | None = None, w: int | None = None) -> np.ndarray:
-    """Decode a COCO RLE (compressed string or uncompressed counts) to an HxW uint8 0/1 mask."""
+    """Decode a COCO RLE (compressed string or uncompressed counts) to an HxW uint8 0/1 mask (pycocotools)."""
+    from pycocotools import mask as mask_utils
+
     size = rle.get("size") or [h, w]
     h, w = int(size[0]), int(size[1])
     counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        s = counts.encode() if isinstance(counts, str) else counts
-        cnts: list[int] = []
-        p = 0
-        while p < len(s):
-            x, k, more = 0, 0, True
-            while more:
-                c = s[p] - 48
-                x |= (c & 0x1F) << (5 * k)
-                more = bool(c & 0x20)
-                p += 1
-                k += 1
-                if not more and (c & 0x10):
-                    x |= -1 << (5 * k)
-            if len(cnts) > 2:
-                x += cnts[-2]
-            cnts.append(x)
-        counts = cnts
-    values = np.arange(len(counts)) % 2
-    flat = np.repeat(values.astype(np.uint8), np.asarray(counts, np.int64))
-    if flat.size != h * w:
-        raise ValueError(f"RLE counts cover {flat.size} pixels, size says {h}x{w}")
-    return flat.reshape(w, h).T.copy()  # column-major
+    if isinstance(counts, list):  # uncompressed: pycocotools wants it compressed first
+        if sum(counts) != h * w:
+            raise ValueError(f"RLE counts cover {sum(counts)} pixels, size says {h}x{w}")
+        encoded = mask_utils.frPyObjects({"size": [h, w], "counts": counts}, h, w)
+    else:
+        encoded = {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts}
+    return np.ascontiguousarray(mask_utils.decode(encoded))
 
 
 def mask_to_polygons(mask: np.ndarray) -> list[np.ndarray]:

@@ -2,7 +2,8 @@
 
 ``TrainDataset`` wraps a detection dataset (anything with ``len`` and ``[i] -> sample dict``) and the RTMDet
 training pipeline and returns ``(image, target)``: image a CHW float32 tensor normalised with the BGR mean/std,
-target ``{"boxes": float32 [N, 4] xyxy input pixels, "labels": int64 [N]}`` (the loss's format).
+target ``{"boxes": float32 [N, 4] xyxy input pixels, "labels": int64 [N]}`` (the loss's format; plus ``masks`` with
+``with_masks`` and ``rboxes`` when the dataset's samples carry rotated boxes, which the transforms move with the rest).
 
 - Caches: the mosaic/mixup caches live in the transform objects; each DataLoader worker has its own copy, emptied
   when the worker starts (the reference's per-worker caches, fact sheet G.16).
@@ -72,10 +73,14 @@ def _norm_tables(mean: tuple, std: tuple) -> list[np.ndarray]:
 
 
 def _target(sample: dict[str, Any], with_masks: bool) -> dict[str, Any]:
+    """The loss's target: ``boxes``, ``labels``, the polygons when ``with_masks``, and ``rboxes`` (float32 [N, 5]
+    cx, cy, w, h, angle le90) when the sample carries rotated boxes."""
     target = {"boxes": torch.from_numpy(np.asarray(sample["boxes"], np.float32).reshape(-1, 4).copy()),
               "labels": torch.from_numpy(np.asarray(sample["labels"], np.int64).copy())}
     if with_masks and "masks" in sample:
         target["masks"] = sample["masks"]
+    if "rboxes" in sample:
+        target["rboxes"] = torch.from_numpy(np.asarray(sample["rboxes"], np.float32).reshape(-1, 5).copy())
     return target
 
 

@@ -6,15 +6,21 @@ dataset then resamples, as MMDetection does. The random draws follow the referen
 (probability tests, ranges, integer bounds), and the geometry is MMDetection's (mosaic canvas and quadrant
 placement, keep-ratio sizes, crop offsets, clipping and the "inside the image" filter).
 
-Samples: ``image`` (HxWx3 BGR uint8), ``boxes`` (float32 [N, 4] xyxy), ``labels`` (int64 [N]), ``ignore_boxes``
-(float32 [M, 4], crowd regions: transformed and filtered like boxes, as MMDetection carries its ignored
-instances; RandomCrop and CachedMixUp count them as gt like the reference does), optional ``masks``, other keys
-passed through. Transforms never write into their input arrays (cached samples are shared, not copied).
+Samples: ``image`` (HxWx3 BGR uint8), the annotations, other keys passed through. The transforms move the
+annotations as one :class:`~rtmkit.structures.Instances` (``Instances.from_sample`` / ``to_sample``): ``labels``
+(int64 [N]) with whichever of ``boxes`` (float32 [N, 4] xyxy), ``rboxes`` (float32 [N, 5] cx, cy, w, h, angle,
+le90) and ``masks`` the sample has, and ``ignore_boxes`` (float32 [M, 4], crowd regions: transformed and filtered
+like boxes, as MMDetection carries its ignored instances; RandomCrop and CachedMixUp count them as gt like the
+reference does). A transform scales, shifts, flips, clips and selects the container once and every field follows;
+which instances are inside the image is decided on the axis boxes (on the rotated boxes' centres for a sample with
+rotated boxes only). Transforms never write into their input arrays (cached samples are shared, not copied).
 
 Masks are kept as polygons (list per instance of float32 [K, 2] arrays): scaled, translated and flipped exactly
 like the boxes, and clipped to the image wherever boxes are clipped, with a real polygon clip (Sutherland-Hodgman
 against the rectangle, as MMDetection's PolygonMasks.crop intersects with shapely; its mosaic/mixup translate
-only clamps coordinates). A polygon clipped away is dropped; an instance may end with no polygon.
+only clamps coordinates). A polygon clipped away is dropped; an instance may end with no polygon. Rotated boxes are
+never clipped (MMRotate's rule: they keep their shape across the border), and RandomCrop's ``recompute_bbox``
+recomputes the axis boxes only. A mosaic or mixup of images of which one lacks masks (or rotated boxes) drops them.
 
 Known difference: CachedMixUp with a jitter ratio other than 1 resizes the uint8 canvas where MMDetection resizes
 a float64 one and truncates; the recipe uses ratio_range (1.0, 1.0), where both are identical.
@@ -28,7 +34,12 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..structures import AxisBoxes, Instances, PolygonMasks, clip_polygon
+
 Sample = dict[str, Any]
+__all__ = ["MEAN_BGR", "STD_BGR", "SIZE_SETTINGS", "CachedMixUp", "CachedMosaic", "Compose", "FilterAnnotations",
+           "LetterBox", "Pad", "RandomCrop", "RandomFlip", "RandomResize", "YOLOXHSVRandomAug", "build_train_pipeline",
+           "build_val_pipeline", "clip_polygon", "masks_to_boxes", "rescale_size", "size_key"]
 
 MEAN_BGR = (103.53, 116.28, 123.675)
 STD_BGR = (57.375, 57.12, 58.395)
@@ -41,120 +52,16 @@ def _wh(size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-# ------------------------------------------------------------------------------------------ geometry on samples
+# ------------------------------------------------------------------------------------------------ annotations
 
 
-def _map_polygons(masks: list[list[np.ndarray]], fn: Callable[[np.ndarray], np.ndarray]) -> list[list[np.ndarray]]:
-    """Apply a point map ([P, 2] -> [P, 2]) to every polygon at once."""
-    polys = [p for inst in masks for p in inst]
-    if not polys:
-        return [list(inst) for inst in masks]
-    lengths = [len(p) for p in polys]
-    pts = fn(np.concatenate(polys).astype(np.float32))
-    parts = np.split(pts, np.cumsum(lengths)[:-1])
-    out, k = [], 0
-    for inst in masks:
-        out.append(parts[k:k + len(inst)])
-        k += len(inst)
-    return out
+def masks_to_boxes(masks: list[list[np.ndarray]]) -> np.ndarray:
+    """Bounds of each instance's polygons (zeros for an instance without polygon, as MMDetection)."""
+    return PolygonMasks(masks).bounding_xyxy()
 
 
-def clip_polygon(poly: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
-    """Sutherland-Hodgman clip of a polygon ([K, 2]) to a rectangle; returns [K', 2] (K' may be 0)."""
-    pts = np.asarray(poly, np.float32)
-    if len(pts) and pts[:, 0].min() >= x1 and pts[:, 0].max() <= x2 and pts[:, 1].min() >= y1 \
-            and pts[:, 1].max() <= y2:
-        return pts
-    for axis, bound, keep_greater in ((0, x1, True), (0, x2, False), (1, y1, True), (1, y2, False)):
-        if len(pts) == 0:
-            break
-        nxt = np.roll(pts, -1, axis=0)
-        c = pts[:, axis] >= bound if keep_greater else pts[:, axis] <= bound
-        n = nxt[:, axis] >= bound if keep_greater else nxt[:, axis] <= bound
-        d = nxt[:, axis] - pts[:, axis]
-        t = np.divide(bound - pts[:, axis], d, out=np.zeros_like(d), where=d != 0)
-        inter = pts + t[:, None] * (nxt - pts)
-        inter[:, axis] = bound
-        cand = np.stack([inter, nxt], axis=1)  # per edge: crossing point, then the edge's end point
-        valid = np.stack([c != n, n], axis=1)
-        pts = cand[valid]
-    return pts.astype(np.float32)
-
-
-def _clip_masks(masks: list[list[np.ndarray]], w: float, h: float) -> list[list[np.ndarray]]:
-    out = []
-    for inst in masks:
-        clipped = [clip_polygon(p, 0, 0, w, h) for p in inst]
-        out.append([p for p in clipped if len(p) >= 3])
-    return out
-
-
-def scale_sample(s: Sample, sx: float, sy: float) -> Sample:
-    """Scale boxes (and polygons) by (sx, sy); the image is left to the caller."""
-    out = dict(s)
-    f = np.array([sx, sy, sx, sy], np.float32)
-    out["boxes"] = s["boxes"] * f
-    out["ignore_boxes"] = s["ignore_boxes"] * f
-    if "masks" in s:
-        out["masks"] = _map_polygons(s["masks"], lambda p: p * np.array([sx, sy], np.float32))
-    return out
-
-
-def translate_sample(s: Sample, dx: float, dy: float) -> Sample:
-    out = dict(s)
-    d = np.array([dx, dy, dx, dy], np.float32)
-    out["boxes"] = s["boxes"] + d
-    out["ignore_boxes"] = s["ignore_boxes"] + d
-    if "masks" in s:
-        out["masks"] = _map_polygons(s["masks"], lambda p: p + np.array([dx, dy], np.float32))
-    return out
-
-
-def clip_sample(s: Sample, h: float, w: float) -> Sample:
-    """Clip boxes to [0, w] x [0, h] (and polygons to the same rectangle)."""
-    out = dict(s)
-    hi = np.array([w, h, w, h], np.float32)
-    out["boxes"] = np.clip(s["boxes"], 0, hi)
-    out["ignore_boxes"] = np.clip(s["ignore_boxes"], 0, hi)
-    if "masks" in s:
-        out["masks"] = _clip_masks(s["masks"], w, h)
-    return out
-
-
-def flip_sample(s: Sample, w: float) -> Sample:
-    """Horizontal flip of boxes and polygons in a frame of width ``w``: x1' = w - x2, x2' = w - x1."""
-    out = dict(s)
-    for key in ("boxes", "ignore_boxes"):
-        b = s[key]
-        out[key] = np.stack([w - b[:, 2], b[:, 1], w - b[:, 0], b[:, 3]], axis=1).astype(np.float32)
-    if "masks" in s:
-        out["masks"] = _map_polygons(s["masks"], lambda p: np.stack([w - p[:, 0], p[:, 1]], axis=1))
-    return out
-
-
-def _inside(b: np.ndarray, h: float, w: float) -> np.ndarray:
-    """MMDetection's ``is_inside``: the box overlaps the image (x1 < w, y1 < h, x2 > 0, y2 > 0)."""
-    return (b[:, 0] < w) & (b[:, 1] < h) & (b[:, 2] > 0) & (b[:, 3] > 0)
-
-
-def select(s: Sample, keep: np.ndarray, keep_ignore: np.ndarray | None = None) -> Sample:
-    """Keep the instances where ``keep`` is True (and the ignore boxes where ``keep_ignore`` is)."""
-    out = dict(s)
-    out["boxes"] = s["boxes"][keep]
-    out["labels"] = s["labels"][keep]
-    if keep_ignore is not None:
-        out["ignore_boxes"] = s["ignore_boxes"][keep_ignore]
-    if "masks" in s:
-        out["masks"] = [m for m, k in zip(s["masks"], keep) if k]
-    return out
-
-
-def filter_inside(s: Sample, h: float, w: float) -> Sample:
-    return select(s, _inside(s["boxes"], h, w), _inside(s["ignore_boxes"], h, w))
-
-
-def _num_gt(s: Sample) -> int:
-    return len(s["boxes"]) + len(s["ignore_boxes"])
+def _num_gt(sample: Sample) -> int:
+    return Instances.from_sample(sample).num_gt
 
 
 def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -249,7 +156,7 @@ class CachedMosaic(_Cached):
         W, H = self.img_scale
         cx, cy = center
         canvas = np.full((2 * H, 2 * W, 3), self.pad_val, np.uint8)
-        parts = []
+        parts: list[Instances] = []
         for k, s in enumerate([sample, *others]):
             h, w = s["image"].shape[:2]
             r = min(H / h, W / w)
@@ -259,19 +166,11 @@ class CachedMosaic(_Cached):
             y0 = cy - nh if k in (0, 1) else cy
             px1, py1, px2, py2 = max(x0, 0), max(y0, 0), min(x0 + nw, 2 * W), min(y0 + nh, 2 * H)
             canvas[py1:py2, px1:px2] = img[py1 - y0:py2 - y0, px1 - x0:px2 - x0]
-            parts.append(translate_sample(scale_sample(s, r, r), x0, y0))
-        out = dict(sample)
-        out["image"] = canvas
-        out["boxes"] = np.concatenate([p["boxes"] for p in parts]).astype(np.float32)
-        out["labels"] = np.concatenate([p["labels"] for p in parts]).astype(np.int64)
-        out["ignore_boxes"] = np.concatenate([p["ignore_boxes"] for p in parts]).astype(np.float32)
-        if all("masks" in p for p in parts):
-            out["masks"] = [m for p in parts for m in p["masks"]]
-        else:
-            out.pop("masks", None)
+            parts.append(Instances.from_sample(s).scale(r, r).translate(x0, y0))
+        inst = Instances.concat(parts)  # a field missing from one image (masks, rboxes) is dropped
         if self.bbox_clip_border:
-            out = clip_sample(out, 2 * H, 2 * W)
-        return filter_inside(out, 2 * H, 2 * W)
+            inst = inst.clip((2 * H, 2 * W))
+        return inst.filter_inside((2 * H, 2 * W)).to_sample(sample, image=canvas)
 
     def __repr__(self) -> str:
         return (f"CachedMosaic(img_scale={self.img_scale}, center_ratio_range={self.center_ratio_range}, "
@@ -300,11 +199,10 @@ class RandomResize:
         """Resize to the (w, h) ``target`` (keep-ratio: fit inside it)."""
         h, w = sample["image"].shape[:2]
         nh, nw = rescale_size(h, w, target) if self.keep_ratio else (target[1], target[0])
-        out = scale_sample(sample, nw / w, nh / h)
-        out["image"] = _resize(sample["image"], nw, nh)
+        inst = Instances.from_sample(sample).scale(nw / w, nh / h)
         if self.clip_object_border:
-            out = clip_sample(out, nh, nw)
-        return out
+            inst = inst.clip((nh, nw))
+        return inst.to_sample(sample, image=_resize(sample["image"], nw, nh))
 
     def __repr__(self) -> str:
         return f"RandomResize(scale={self.scale}, ratio_range={self.ratio_range}, keep_ratio={self.keep_ratio})"
@@ -334,33 +232,23 @@ class RandomCrop:
         """Crop at offset (ox, oy)."""
         h, w = sample["image"].shape[:2]
         ch, cw = min(self.crop_size[1], h), min(self.crop_size[0], w)
-        out = translate_sample(sample, -ox, -oy)
-        out["image"] = sample["image"][oy:oy + ch, ox:ox + cw]
+        inst = Instances.from_sample(sample).translate(-ox, -oy)
         if self.bbox_clip_border:
-            out = clip_sample(out, ch, cw)
-        elif "masks" in out:
-            out["masks"] = _clip_masks(out["masks"], cw, ch)  # masks are always cropped
-        keep, keep_ign = _inside(out["boxes"], ch, cw), _inside(out["ignore_boxes"], ch, cw)
+            inst = inst.clip((ch, cw))
+        elif inst.masks is not None:
+            inst = inst.replace(masks=inst.masks.clip((ch, cw)))  # masks are always cropped
+        keep, keep_ign = inst.is_inside((ch, cw))
         if not keep.any() and not keep_ign.any() and not self.allow_negative_crop:
             return None
-        out = select(out, keep, keep_ign)
-        if self.recompute_bbox and "masks" in out:
-            out["boxes"] = masks_to_boxes(out["masks"])
-        return out
+        inst = inst.select(keep, keep_ign)
+        if self.recompute_bbox and inst.masks is not None:
+            # axis boxes only: a rotated box describes the whole object, not its visible part
+            inst = inst.replace(boxes=AxisBoxes(inst.masks.bounding_xyxy()))
+        return inst.to_sample(sample, image=sample["image"][oy:oy + ch, ox:ox + cw])
 
     def __repr__(self) -> str:
         return (f"RandomCrop(crop_size={self.crop_size}, allow_negative_crop={self.allow_negative_crop}, "
                 f"recompute_bbox={self.recompute_bbox})")
-
-
-def masks_to_boxes(masks: list[list[np.ndarray]]) -> np.ndarray:
-    """Bounds of each instance's polygons (zeros for an instance without polygon, as MMDetection)."""
-    out = np.zeros((len(masks), 4), np.float32)
-    for i, inst in enumerate(masks):
-        if inst:
-            pts = np.concatenate(inst)
-            out[i] = (*pts.min(0), *pts.max(0))
-    return out
 
 
 class YOLOXHSVRandomAug:
@@ -393,25 +281,42 @@ class YOLOXHSVRandomAug:
                f"value_delta={self.value_delta})"
 
 
-class RandomFlip:
-    """Horizontal flip with probability ``prob`` (one uniform draw): x1' = W - x2, x2' = W - x1."""
+_CV2_FLIP_CODES = {"horizontal": 1, "vertical": 0, "diagonal": -1}
 
-    def __init__(self, prob: float = 0.5):
+
+class RandomFlip:
+    """MMDetection RandomFlip, one uniform draw ``u``. One direction (the recipe: horizontal): flip when
+    ``u < prob``. Several (RTMDet-R: ``["horizontal", "vertical", "diagonal"]``), with ``prob`` a list or a total
+    split evenly: the first direction whose cumulative probability exceeds ``u``, none when ``u`` is beyond them
+    all. Horizontal: x1' = W - x2, x2' = W - x1; vertical the same in y; diagonal both."""
+
+    def __init__(self, prob: float | Sequence[float] = 0.5, direction: str | Sequence[str] = "horizontal"):
         self.prob = prob
+        self.direction = direction
+        directions = [direction] if isinstance(direction, str) else list(direction)
+        if np.ndim(prob) == 0:
+            probs = [float(prob) / len(directions)] * len(directions)
+        else:
+            probs = [float(p) for p in prob]
+        if len(probs) != len(directions) or any(d not in _CV2_FLIP_CODES for d in directions) or sum(probs) > 1:
+            raise ValueError(f"RandomFlip: bad prob {prob!r} / direction {direction!r}")
+        self._choices = list(zip(np.cumsum(probs).tolist(), directions))
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        if rng.random() < self.prob:
-            return self.flip(sample)
+        u = rng.random()
+        for bound, direction in self._choices:
+            if u < bound:
+                return self.flip(sample, direction)
         return sample
 
     @staticmethod
-    def flip(sample: Sample) -> Sample:
-        out = flip_sample(sample, sample["image"].shape[1])
-        out["image"] = cv2.flip(sample["image"], 1)
-        return out
+    def flip(sample: Sample, direction: str = "horizontal") -> Sample:
+        img = sample["image"]
+        inst = Instances.from_sample(sample).flip(img.shape[:2], direction)
+        return inst.to_sample(sample, image=cv2.flip(img, _CV2_FLIP_CODES[direction]))
 
     def __repr__(self) -> str:
-        return f"RandomFlip(prob={self.prob})"
+        return f"RandomFlip(prob={self.prob}, direction={self.direction!r})"
 
 
 class Pad:
@@ -505,24 +410,16 @@ class CachedMixUp(_Cached):
         crop = padded[y_off:y_off + th, x_off:x_off + tw]
         blended = ((sample["image"].astype(np.uint16) + crop) >> 1).astype(np.uint8)  # == (0.5a + 0.5b) truncated
 
-        o = scale_sample(other, scale, scale)
+        o = Instances.from_sample(other).scale(scale, scale)
         if self.bbox_clip_border:
-            o = clip_sample(o, oh, ow)
+            o = o.clip((oh, ow))
         if is_flip:
-            o = flip_sample(o, ow)
-        o = translate_sample(o, -x_off, -y_off)
+            o = o.flip((oh, ow), "horizontal")
+        o = o.translate(-x_off, -y_off)
         if self.bbox_clip_border:
-            o = clip_sample(o, th, tw)
-        out = dict(sample)
-        out["image"] = blended
-        out["boxes"] = np.concatenate([sample["boxes"], o["boxes"]]).astype(np.float32)
-        out["labels"] = np.concatenate([sample["labels"], o["labels"]]).astype(np.int64)
-        out["ignore_boxes"] = np.concatenate([sample["ignore_boxes"], o["ignore_boxes"]]).astype(np.float32)
-        if "masks" in sample and "masks" in o:
-            out["masks"] = list(sample["masks"]) + list(o["masks"])
-        else:
-            out.pop("masks", None)
-        return filter_inside(out, th, tw)
+            o = o.clip((th, tw))
+        inst = Instances.concat([Instances.from_sample(sample), o])  # a field one of them lacks is dropped
+        return inst.filter_inside((th, tw)).to_sample(sample, image=blended)
 
     def __repr__(self) -> str:
         return (f"CachedMixUp(img_scale={self.img_scale}, ratio_range={self.ratio_range}, "
@@ -539,16 +436,17 @@ class FilterAnnotations:
         self.keep_empty = keep_empty
 
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample | None:
-        if _num_gt(sample) == 0:
+        inst = Instances.from_sample(sample)
+        if inst.num_gt == 0:
             return sample
 
-        def ok(b):
-            return ((b[:, 2] - b[:, 0]) > self.min_gt_bbox_wh[0]) & ((b[:, 3] - b[:, 1]) > self.min_gt_bbox_wh[1])
+        def ok(wh: np.ndarray) -> np.ndarray:
+            return (wh[:, 0] > self.min_gt_bbox_wh[0]) & (wh[:, 1] > self.min_gt_bbox_wh[1])
 
-        keep, keep_ign = ok(sample["boxes"]), ok(sample["ignore_boxes"])
+        keep, keep_ign = ok(inst.wh), ok(inst.ignore_boxes.wh)  # sizes of the boxes (else rboxes, else masks)
         if not keep.any() and not keep_ign.any() and self.keep_empty:
             return None
-        return select(sample, keep, keep_ign)
+        return inst.select(keep, keep_ign).to_sample(sample)
 
     def __repr__(self) -> str:
         return f"FilterAnnotations(min_gt_bbox_wh={self.min_gt_bbox_wh}, keep_empty={self.keep_empty})"
@@ -567,10 +465,7 @@ class LetterBox:
         from .preprocess import letterbox
 
         img, (ws, hs) = letterbox(sample["image"], self.size, self.pad_val)
-        out = scale_sample(sample, ws, hs)
-        out["image"] = img
-        out["scale_factor"] = (ws, hs)
-        return out
+        return Instances.from_sample(sample).scale(ws, hs).to_sample(sample, image=img, scale_factor=(ws, hs))
 
     def __repr__(self) -> str:
         return f"LetterBox(size={self.size}, pad_val={self.pad_val})"
@@ -586,6 +481,7 @@ SIZE_SETTINGS: dict[str, dict[str, Any]] = {
     "l": {"ratio_range": (0.1, 2.0), "mosaic": (40, True), "mixup": (20, True, 1.0)},
     "x": {"ratio_range": (0.1, 2.0), "mosaic": (40, True), "mixup": (20, True, 1.0)},
 }
+SIZE_SETTINGS["nano"] = SIZE_SETTINGS["tiny"]  # no official nano detection recipe: the lightest one
 
 
 def size_key(size_name: str) -> str:

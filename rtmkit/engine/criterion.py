@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 
 from ..ops.boxes import distance2bbox, grid_priors
+from ..ops.levels import flatten_levels, level_sizes
+from ..structures import DetOutputs
 from .assigner import AssignResult, DynamicSoftLabelAssigner
 from .losses import giou_loss, quality_focal_loss
 
@@ -70,10 +72,11 @@ class RTMDetCriterion:
     """Targets and losses of RTMDet: DynamicSoftLabelAssigner, QFL (beta 2) and GIoU (weight 2), normalised by the
     (all-reduced) sum of the positives' IoUs.
 
-    ``criterion(cls_scores, bbox_preds, targets)`` takes the head outputs (lists over levels of ``[B, C, H, W]``
-    logits and ``[B, 4, H, W]`` distances in input pixels) and ``targets`` (one ``{"boxes", "labels"}`` per image,
-    boxes xyxy in input pixels), and returns ``{"loss_cls", "loss_bbox"}`` summed over levels. It runs in float32,
-    also under autocast. All priors count as inside the image (the reference's ``allowed_border=-1``).
+    ``criterion(outputs, targets)`` takes the head outputs (:class:`~rtmkit.structures.DetOutputs`: lists over
+    levels of ``[B, C, H, W]`` logits and ``[B, 4, H, W]`` distances in input pixels) and ``targets`` (one
+    ``{"boxes", "labels"}`` per image, boxes xyxy in input pixels), and returns ``{"loss_cls", "loss_bbox"}``
+    summed over levels. It runs in float32, also under autocast. All priors count as inside the image (the
+    reference's ``allowed_border=-1``).
     """
 
     def __init__(self, num_classes: int, strides: tuple[int, ...], assigner: DynamicSoftLabelAssigner | None = None,
@@ -91,8 +94,8 @@ class RTMDetCriterion:
             self._priors[key] = grid_priors(list(sizes), self.strides, device=device, with_stride=True)
         return self._priors[key]
 
-    def __call__(self, cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], targets: list[dict[str, Any]],
-                 *, return_details: bool = False):
+    def __call__(self, outputs: DetOutputs, targets: list[dict[str, Any]], *, return_details: bool = False):
+        cls_scores, bbox_preds = outputs.cls_scores, outputs.bbox_preds
         device = cls_scores[0].device
         with torch.autocast(device.type, enabled=False):
             return self._loss([c.float() for c in cls_scores], [b.float() for b in bbox_preds], targets,
@@ -103,11 +106,11 @@ class RTMDetCriterion:
         device = cls_scores[0].device
         if C != self.num_classes:
             raise ValueError(f"head has {C} classes, criterion {self.num_classes}")
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        sizes = level_sizes(cls_scores)
         priors = self.priors(sizes, device)
         bounds = list(accumulate((h * w for h, w in sizes), initial=0))  # level l is priors bounds[l]:bounds[l + 1]
-        logits = torch.cat([c.permute(0, 2, 3, 1).reshape(B, -1, C) for c in cls_scores], 1)  # [B, N, C]
-        distances = torch.cat([b.permute(0, 2, 3, 1).reshape(B, -1, 4) for b in bbox_preds], 1)
+        logits = flatten_levels(cls_scores)  # [B, N, C]
+        distances = flatten_levels(bbox_preds)
         boxes = distance2bbox(priors[:, :2], distances)  # [B, N, 4], not clamped
 
         gt_boxes, gt_labels, gt_valid = collate_targets(targets, B, device, self.num_classes)

@@ -14,7 +14,6 @@ import dataclasses
 import math
 import os
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,11 @@ from torch import nn
 
 from ..allocator import keep_freed_memory
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
-from ..config import RTMDetConfig, get_config
-from ..data.loader import TrainDataset, normalize_batch
-from ..models.detector import RTMDetNet
+from ..config import get_config
+from ..data.loader import normalize_batch
+from ..device import select_device
 from ..runs import increment_dir
+from .args import TrainArgs
 from .distributed import (
     DistInfo,
     barrier,
@@ -37,81 +37,24 @@ from .distributed import (
     setup_distributed,
 )
 from .ema import ExpMomentumEMA
-from .evaluate import evaluate
 from .optim import FlatCosineSchedule, build_optimizer, scaled_lr
+from .task import DetectionTask
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite losses, a dead rank ...); the last good checkpoint is kept."""
 
 
-@dataclass
-class TrainArgs:
-    """Everything ``rtmkit train`` takes. ``batch`` is the total batch over all processes; the learning rate
-    defaults to the linear rule 0.004 * batch * accumulate / 256."""
-
-    model: str = "rtmdet-tiny"
-    data: str = ""  # COCO json of the training set, or a YOLO data.yaml
-    val: str | None = None  # COCO json of the validation set (a data.yaml names its own val split)
-    epochs: int = 300
-    stage2_epochs: int | None = None  # default: 20 of 300 epochs, scaled to the run
-    batch: int = 16
-    accumulate: int = 1
-    imgsz: int | None = None
-    lr: float | None = None
-    weight_decay: float = 0.05
-    optimizer: str = "AdamW"  # the recipe's; "SGD" also available
-    warmup_iters: int = 1000
-    weights: str | None = None  # a detector checkpoint to start from (fine-tuning)
-    backbone: str | None = None  # CSPNeXt ImageNet weights (path or zoo name) for training from scratch
-    device: str | None = None
-    workers: int = 2
-    amp: bool = False
-    patience: int = 0  # stop after this many validations without improvement (0: never)
-    val_interval: int = 1
-    freeze_bn: bool = False  # keep BatchNorm statistics fixed (short fine-tunes of BN-folded weights)
-    seed: int = 0
-    deterministic: bool = False
-    project: str = "runs/train"
-    name: str = "exp"
-    resume: str | bool = False
-    dist_timeout: float = 1800.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-class ShardedEpochSampler(torch.utils.data.Sampler[int]):
-    """A permutation drawn from (seed, epoch), the same on every rank, split round-robin across ranks (padded by
-    wrapping around so every rank gets as many samples). The ranks' k-th batches together are exactly the
-    k-th batch of one process with the combined batch size, and a resumed run sees the same order."""
-
-    def __init__(self, size: int, rank: int = 0, world_size: int = 1, seed: int = 0):
-        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.size / self.world_size)
-
-    def __iter__(self):
-        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.size).tolist()
-        order += order[: len(self) * self.world_size - self.size]
-        return iter(order[self.rank::self.world_size])
-
-
 class _LossModule(nn.Module):
-    """What DDP wraps: forward = the detector's training loss."""
+    """What DDP wraps: forward = the task's criterion on the network's outputs."""
 
-    def __init__(self, net: RTMDetNet):
+    def __init__(self, net: nn.Module, criterion):
         super().__init__()
         self.net = net
+        self.criterion = criterion
 
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return self.net.loss(images, targets)
+        return self.criterion(self.net(images), targets)
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -136,20 +79,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _write_args_yaml(path: Path, args: dict[str, Any]) -> None:
-    import json
+    import yaml
 
-    # YAML is a superset of JSON: one JSON value per key keeps this dependency-free and unambiguous.
-    path.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in args.items()))
-
-
-def _size_name(cfg: RTMDetConfig) -> str:
-    """Which per-size data pipeline of the recipe applies (tiny / s / m, l, x)."""
-    for key in ("tiny", "nano"):
-        if key in cfg.name:
-            return "tiny"
-    if cfg.widen_factor <= 0.5:
-        return "s"
-    return "m" if cfg.widen_factor < 1 else ("l" if cfg.widen_factor == 1 else "x")
+    path.write_text(yaml.safe_dump(args, sort_keys=False))
 
 
 class Trainer:
@@ -162,8 +94,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _device(self) -> torch.device:
-        from ..api import select_device
-
         dev = select_device(self.args.device)
         if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
@@ -183,21 +113,24 @@ class Trainer:
             val = load_dataset(a.val, "val", filter_empty_gt=False, min_size=0) if a.val else None
         return train, val
 
-    def _build_net(self, train_set) -> tuple[RTMDetNet, RTMDetConfig]:
+    def _build_task(self, train_set) -> DetectionTask:
         a = self.args
         names = tuple(train_set.classes)
         overrides: dict[str, Any] = {"num_classes": len(names), "class_names": names}
         if a.imgsz:
             overrides["input_size"] = a.imgsz
-        cfg = get_config(a.model, **overrides)
-        net = RTMDetNet(cfg)
+        return DetectionTask(get_config(a.model, **overrides))
+
+    def _build_net(self, task: DetectionTask) -> nn.Module:
+        a = self.args
+        net = task.network()
         if a.backbone:
             self._load_backbone(net, a.backbone)
         if a.weights:
             self._load_detector_weights(net, a.weights)
-        return net, cfg
+        return net
 
-    def _load_backbone(self, net: RTMDetNet, spec: str) -> None:
+    def _load_backbone(self, net: nn.Module, spec: str) -> None:
         from ..zoo import resolve_weights
 
         sd = extract_state_dict(load_checkpoint_file(resolve_weights(spec)), spec)
@@ -205,7 +138,7 @@ class Trainer:
         missing, unexpected = load_weights(net.backbone, sd, strict=False, source=spec)
         self._log(f"backbone weights from {spec}: {len(sd) - len(unexpected)} tensors loaded, {len(missing)} missing")
 
-    def _load_detector_weights(self, net: RTMDetNet, spec: str) -> None:
+    def _load_detector_weights(self, net: nn.Module, spec: str) -> None:
         from ..zoo import resolve_weights
 
         sd = extract_state_dict(load_checkpoint_file(resolve_weights(spec)), spec)
@@ -225,13 +158,18 @@ class Trainer:
         self._log(f"initialised from {spec}")
 
     def _build_loader(self, train_ds):
-        """A DataLoader over this rank's shard; its workers restart every epoch with empty Mosaic/MixUp caches."""
-        from torch.utils.data import DataLoader
+        """A DataLoader over this rank's shard; its workers restart every epoch with empty Mosaic/MixUp caches.
+
+        torch's DistributedSampler draws one permutation from (seed, epoch) on every rank, pads it by wrapping and
+        deals it round-robin, so the ranks' k-th batches together are one process's k-th batch of the combined
+        size, and a resumed run sees the same order."""
+        from torch.utils.data import DataLoader, DistributedSampler
 
         from ..data.loader import _worker_init, collate, worker_context
 
         a = self.args
-        sampler = ShardedEpochSampler(len(train_ds), self.dist.rank, self.dist.world_size, a.seed)
+        sampler = DistributedSampler(train_ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
+                                     seed=a.seed)
         return DataLoader(train_ds, batch_size=max(a.batch // self.dist.world_size, 1), sampler=sampler,
                           num_workers=a.workers, collate_fn=collate, persistent_workers=False,
                           pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if a.workers else None,
@@ -242,15 +180,16 @@ class Trainer:
             print(msg, flush=True)
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, path: Path, net: RTMDetNet, ema: ExpMomentumEMA, opt, scaler, epoch: int, it: int,
-                    best: float, bad_epochs: int, history: list[dict]) -> None:
+    def _checkpoint(self, path: Path, epoch: int, history: list[dict]) -> None:
         """EMA weights as the MMDetection-style ``state_dict``; everything needed to resume under ``train_state``."""
-        state = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "ema": ema.state_dict(),
-                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-                 "epoch": epoch, "iter": it, "best_fitness": best, "bad_epochs": bad_epochs,
+        net = self.net
+        state = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "ema": self.ema.state_dict(),
+                 "optimizer": self.opt.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                 "epoch": epoch, "iter": self.it, "best_fitness": self.best, "bad_epochs": self.bad_epochs,
                  "rng": _rng_state(), "args": _plain(self.args.to_dict()), "history": _plain(history)}
-        save_checkpoint(path, ema.module.state_dict(), class_names=list(net.cfg.class_names or ()),
-                        config=net.cfg.to_dict(), extra={"train_state": state})
+        save_checkpoint(path, self.ema.module.state_dict(), class_names=list(self.task.cfg.class_names or ()),
+                        config=self.task.cfg.to_dict(), extra={"train_state": state})
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict[str, Any]:
@@ -262,6 +201,31 @@ class Trainer:
         finally:
             cleanup_distributed()
 
+    def _setup(self, device: torch.device, train_set) -> None:
+        """Task, network, EMA, optimiser, AMP and the module DDP wraps, all on ``self``."""
+        a = self.args
+        self.device = device
+        self.task = self._build_task(train_set)
+        net = self._build_net(self.task).to(device)
+        if device.type == "cpu":
+            keep_freed_memory()  # fewer page faults on the large activations of every step
+        if self.dist.enabled:
+            net = convert_sync_batchnorm(net, device)
+        self.net = net
+        self.ema = ExpMomentumEMA(net)
+        self.lr = a.lr or scaled_lr(a.batch * a.accumulate)
+        self.opt = build_optimizer(net, self.lr, a.weight_decay, a.optimizer)
+        use_amp = a.amp and device.type == "cuda"
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = amp_dtype if use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
+        self.loss_module: nn.Module = _LossModule(net, self.task.criterion())
+        if self.dist.enabled:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
+        self.it, self.best, self.bad_epochs = 0, -1.0, 0
+        self.schedule: FlatCosineSchedule | None = None
+
     def _fit(self, device: torch.device) -> dict[str, Any]:
         a = self.args
         resume_state = self._resume_state()
@@ -270,35 +234,19 @@ class Trainer:
                                                                if k not in ("resume", "device", "workers")})
         _seed_everything(a.seed + self.dist.rank, a.deterministic)
         train_set, val_set = self._datasets()
-        net, cfg = self._build_net(train_set)
-        net.to(device)
-        if device.type == "cpu":
-            keep_freed_memory()  # fewer page faults on the large activations of every step
-        if self.dist.enabled:
-            net = convert_sync_batchnorm(net, device)
-        ema = ExpMomentumEMA(net)
-        lr = a.lr or scaled_lr(a.batch * a.accumulate)
-        opt = build_optimizer(net, lr, a.weight_decay, a.optimizer)
-        use_amp = a.amp and device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
-        loss_module: nn.Module = _LossModule(net)
-        if self.dist.enabled:
-            loss_module = nn.parallel.DistributedDataParallel(
-                loss_module, device_ids=[device.index] if device.type == "cuda" else None)
-
+        self._setup(device, train_set)
         stage2 = a.stage2_epochs if a.stage2_epochs is not None else (round(a.epochs * 20 / 300) if a.epochs >= 5
                                                                      else 0)
         switch_epoch = a.epochs - stage2
-        start_epoch, it, best, bad_epochs, history = 0, 0, -1.0, 0, []
+        start_epoch, history = 0, []
         if resume_state is not None:
-            net.load_state_dict(resume_state["model"])
-            ema.load_state_dict(resume_state["ema"])
-            opt.load_state_dict(resume_state["optimizer"])
-            if scaler is not None and resume_state.get("scaler"):
-                scaler.load_state_dict(resume_state["scaler"])
-            start_epoch, it = resume_state["epoch"] + 1, resume_state["iter"]
-            best, bad_epochs = resume_state["best_fitness"], resume_state["bad_epochs"]
+            self.net.load_state_dict(resume_state["model"])
+            self.ema.load_state_dict(resume_state["ema"])
+            self.opt.load_state_dict(resume_state["optimizer"])
+            if self.scaler is not None and resume_state.get("scaler"):
+                self.scaler.load_state_dict(resume_state["scaler"])
+            start_epoch, self.it = resume_state["epoch"] + 1, resume_state["iter"]
+            self.best, self.bad_epochs = resume_state["best_fitness"], resume_state["bad_epochs"]
             history = resume_state["history"]
             _set_rng_state(resume_state["rng"])
             self._log(f"resumed from {self.save_dir / 'weights' / 'last.pt'} at epoch {start_epoch}")
@@ -307,15 +255,14 @@ class Trainer:
         weights_dir = self.save_dir / "weights"
         if self.dist.is_main:
             weights_dir.mkdir(parents=True, exist_ok=True)
-            _write_args_yaml(self.save_dir / "args.yaml", a.to_dict())
+            _write_args_yaml(self.save_dir / "args.yaml", _plain(a.to_dict()))
         barrier()
 
-        train_ds = TrainDataset(train_set, _size_name(cfg), cfg.input_size, a.seed, max_epochs=a.epochs,
-                                stage2_epochs=stage2, epoch=start_epoch, mean=cfg.mean, std=cfg.std,
-                                normalize=False)  # uint8 from the workers (4x less data); normalised on device
+        task = self.task
+        train_ds = task.train_dataset(train_set, seed=a.seed, epochs=a.epochs, stage2_epochs=stage2,
+                                      epoch=start_epoch)
+        predictor = task.predictor(self.ema.module) if val_set is not None else None
         loader = None
-        iters_per_epoch = None
-        schedule = None
         metrics: dict[str, Any] = {}
         for epoch in range(start_epoch, a.epochs):
             stage = 2 if epoch >= switch_epoch else 1
@@ -329,42 +276,41 @@ class Trainer:
             # depends only on (seed, epoch) and a resumed run repeats it exactly.
             if a.workers == 0 and hasattr(train_ds.pipeline, "reset"):
                 train_ds.pipeline.reset()
-            if iters_per_epoch is None:
+            if self.schedule is None:
                 iters_per_epoch = max(len(loader) // a.accumulate, 1)
-                schedule = FlatCosineSchedule(lr, a.epochs, iters_per_epoch, warmup_iters=a.warmup_iters)
-            it, losses = self._train_epoch(epoch, loader, loss_module, net, ema, opt, scaler, schedule, it,
-                                           device, amp_dtype if use_amp else None)
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": schedule.lr_at(max(it - 1, 0)), **losses}
+                self.schedule = FlatCosineSchedule(self.lr, a.epochs, iters_per_epoch, warmup_iters=a.warmup_iters)
+            losses = self._train_epoch(epoch, loader)
+            row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.schedule.lr_at(max(self.it - 1, 0)), **losses}
             last_epoch = epoch == a.epochs - 1
             do_val = val_set is not None and ((epoch + 1) % a.val_interval == 0 or last_epoch or stage == 2)
             if do_val and self.dist.is_main:
-                metrics = evaluate(ema.module, val_set, cfg, batch=max(a.batch // self.dist.world_size, 1),
-                                   device=device)
-                row.update({k: metrics[k] for k in ("AP", "AP50", "AP75", "AR100")})
+                metrics = task.evaluate(predictor, val_set, batch=max(a.batch // self.dist.world_size, 1))
+                row.update({k: metrics[k] for k in task.metric_keys})
             history.append(row)
-            fitness = row.get("AP", -1.0)
-            improved = do_val and fitness > best
+            fitness = task.fitness(row) if do_val else -1.0
+            improved = do_val and fitness > self.best
             if improved:
-                best, bad_epochs = fitness, 0
+                self.best, self.bad_epochs = fitness, 0
             elif do_val:
-                bad_epochs += 1
+                self.bad_epochs += 1
             if self.dist.is_main:
-                self._checkpoint(weights_dir / "last.pt", net, ema, opt, scaler, epoch, it, best, bad_epochs, history)
+                self._checkpoint(weights_dir / "last.pt", epoch, history)
                 if improved or (val_set is None and last_epoch):
-                    self._checkpoint(weights_dir / "best.pt", net, ema, opt, scaler, epoch, it, best, bad_epochs,
-                                     history)
+                    self._checkpoint(weights_dir / "best.pt", epoch, history)
                 self._write_results(history, metrics, val_set)
                 self._log(_epoch_line(row, a.epochs))
-            stop = bool(a.patience and bad_epochs >= a.patience)
+            stop = bool(a.patience and self.bad_epochs >= a.patience)
             if broadcast_object(stop):
-                self._log(f"early stop: no improvement in {a.patience} validations (best AP {best:.4f})")
+                self._log(f"early stop: no improvement in {a.patience} validations (best AP {self.best:.4f})")
                 break
             barrier()
-        return {"best_fitness": best, "save_dir": str(self.save_dir), "history": history, "metrics": metrics}
+        return {"best_fitness": self.best, "save_dir": str(self.save_dir), "history": history, "metrics": metrics}
 
-    def _train_epoch(self, epoch, loader, loss_module, net, ema, opt, scaler, schedule, it, device, amp_dtype):
-        a = self.args
-        loss_module.train()
+    def _train_epoch(self, epoch: int, loader) -> dict[str, float]:
+        """One epoch of optimiser steps; returns the mean of each loss over the applied steps."""
+        a, net, opt, scaler, device = self.args, self.net, self.opt, self.scaler, self.device
+        cfg = self.task.cfg
+        self.loss_module.train()
         if a.freeze_bn:
             for m in net.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -382,14 +328,14 @@ class Trainer:
             if i == 0 and epoch < 2 and self.dist.is_main:  # what the network actually sees, per stage
                 from ..plots import plot_train_batch
 
-                plot_train_batch(images, targets, net.cfg.mean, net.cfg.std, dict(enumerate(net.cfg.class_names)),
+                plot_train_batch(images, targets, cfg.mean, cfg.std, dict(enumerate(cfg.class_names)),
                                  self.save_dir / f"train_batch_epoch{epoch + 1}.jpg")
-            images = normalize_batch(images, net.cfg.mean, net.cfg.std, device)
+            images = normalize_batch(images, cfg.mean, cfg.std, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             if i % a.accumulate == 0:
-                schedule.apply(opt, it)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                losses = loss_module(images, targets)
+                self.schedule.apply(opt, self.it)
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                losses = self.loss_module(images, targets)
             total = sum(losses.values())
             # Every rank must agree to skip a step, or DDP's gradient all-reduce would diverge.
             finite = torch.tensor([float(torch.isfinite(total).item())], device=device)
@@ -398,11 +344,11 @@ class Trainer:
             if finite.item() == 0:
                 bad_steps += 1
                 detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-                self._log(f"warning: non-finite loss at epoch {epoch + 1}, step {it} ({detail}): step skipped")
+                self._log(f"warning: non-finite loss at epoch {epoch + 1}, step {self.it} ({detail}): step skipped")
                 opt.zero_grad(set_to_none=True)
                 if bad_steps >= 3:
                     raise TrainingError(f"non-finite losses in {bad_steps} steps of epoch {epoch + 1} (last at step "
-                                        f"{it}: {detail}); the last good checkpoint is {self.save_dir}/weights/"
+                                        f"{self.it}: {detail}); the last good checkpoint is {self.save_dir}/weights/"
                                         "last.pt. Try a lower --lr or disable --amp.")
                 continue
             scaled = total / a.accumulate
@@ -414,15 +360,15 @@ class Trainer:
                 else:
                     opt.step()
                 opt.zero_grad(set_to_none=True)
-                ema.update(net)
-                it += 1
+                self.ema.update(net)
+                self.it += 1
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             count += 1
             if self.dist.is_main and hasattr(bar, "set_postfix"):
                 shown = {k: f"{s / count:.4f}" for k, s in sums.items()}
                 bar.set_postfix(shown | {"lr": f"{opt.param_groups[0]['lr']:.2e}"})
-        return it, {k: s / max(count, 1) for k, s in sums.items()}
+        return {k: s / max(count, 1) for k, s in sums.items()}
 
     # ------------------------------------------------------------------ resume and outputs
     def _resume_state(self) -> dict[str, Any] | None:
@@ -487,9 +433,7 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def train(**kwargs: Any) -> dict[str, Any]:
-    """``rtmkit.engine.trainer.train(model="rtmdet-tiny", data="train.json", val="val.json", epochs=10)``."""
-    known = {f.name for f in dataclasses.fields(TrainArgs)}
-    extra = {k: v for k, v in kwargs.items() if k not in known}
-    args = TrainArgs(**{k: v for k, v in kwargs.items() if k in known}, extra=extra)
-    return Trainer(args).fit()
+    """``rtmkit.engine.trainer.train(model="rtmdet-tiny", data="train.json", val="val.json", epochs=10)``; unknown
+    keywords are an error."""
+    return Trainer(TrainArgs.from_kwargs(**kwargs)).fit()
 

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models.postprocess import Candidates
+from ..ops.levels import input_level_sizes, prior_level_ids
 from .onnx import read_metadata
 
 
@@ -24,13 +26,47 @@ def _rtmkit_onnx(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     return path, meta
 
 
-class OnnxRuntimeBackend:
-    """An exported rtmkit graph in an ONNX Runtime session.
+class ExportedGraph:
+    """What every runtime of an exported rtmkit graph shares (the :class:`rtmkit.inference.Backend` shape).
 
-    ``__call__(batch)`` takes the letterboxed batch (normalised float32, or uint8 when the graph normalises
-    itself) and returns the graph's two outputs as torch tensors: raw graphs give (scores [B,N,C], boxes [B,N,4]),
-    end-to-end graphs (dets [B,K,5], labels [B,K]).
+    ``forward(batch)`` takes the letterboxed batch (normalised float, or uint8 when the graph normalises itself)
+    and returns the graph's two outputs as torch tensors: raw graphs give (scores [B,N,C], boxes [B,N,4]),
+    end-to-end graphs (dets [B,K,5], labels [B,K]). ``decode`` turns raw outputs into ``Candidates``.
     """
+
+    path: Path
+    meta: dict[str, Any]
+    device: torch.device = torch.device("cpu")
+    channels_last = False
+
+    def _read_meta(self) -> None:
+        meta = self.meta
+        self.graph = "end2end" if meta.get("graph") == "end2end" else "raw"
+        self.end2end = self.graph == "end2end"
+        self.input_dtype = "uint8" if meta.get("normalized_in_graph") else (
+            "float16" if meta.get("input_dtype") == "float16" else "float32")
+        self.fixed_batch = None if meta.get("dynamic", True) else int(meta.get("batch", 1))
+        self.strides = tuple(meta["strides"])
+
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.meta.get("dynamic") is False and batch.shape[-1] != self.meta.get("imgsz"):
+            raise ValueError(f"{self.path} was exported for imgsz={self.meta.get('imgsz')} (not dynamic)")
+        array = batch.cpu().numpy() if isinstance(batch, torch.Tensor) else batch
+        first, second = self._run(np.ascontiguousarray(array.astype(self.input_dtype, copy=False)))
+        return torch.from_numpy(np.asarray(first)).float(), torch.from_numpy(np.asarray(second))
+
+    __call__ = forward
+
+    def decode(self, outputs: tuple[torch.Tensor, torch.Tensor], input_hw: tuple[int, int]) -> Candidates:
+        sizes = input_level_sizes(*input_hw, self.strides)
+        return Candidates(outputs[0], outputs[1], prior_level_ids(sizes), input_hw)
+
+
+class OnnxRuntimeBackend(ExportedGraph):
+    """An exported rtmkit graph in an ONNX Runtime session."""
 
     def __init__(self, path: str | os.PathLike, device: torch.device | None = None, threads: int | None = None):
         try:
@@ -46,16 +82,14 @@ class OnnxRuntimeBackend:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
-        self.input_dtype = np.uint8 if self.meta.get("normalized_in_graph") else (
-            np.float16 if self.meta.get("input_dtype") == "float16" else np.float32)
-        self.end2end = self.meta.get("graph") == "end2end"
+        self._read_meta()
 
-    def __call__(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        first, second = self.session.run(None, {self.input_name: batch.astype(self.input_dtype, copy=False)})
-        return torch.from_numpy(np.asarray(first)).float(), torch.from_numpy(np.asarray(second))
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        first, second = self.session.run(None, {self.input_name: batch})
+        return first, second
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(ExportedGraph):
     """The same exported rtmkit ONNX file compiled by OpenVINO for the CPU (``RTMDet("x.onnx", runtime="openvino")``).
 
     OpenVINO reads ONNX directly, so there is one export for every runtime; the rtmkit metadata is read from the
@@ -78,11 +112,9 @@ class OpenVINOBackend:
         core = ov.Core()
         self.compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self.input_dtype = np.uint8 if self.meta.get("normalized_in_graph") else (
-            np.float16 if self.meta.get("input_dtype") == "float16" else np.float32)
-        self.end2end = self.meta.get("graph") == "end2end"
+        self._read_meta()
 
-    def __call__(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.request.infer([np.ascontiguousarray(batch.astype(self.input_dtype, copy=False))])
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.request.infer([batch])
         first, second = (np.array(out[o]) for o in self.compiled.outputs)
-        return torch.from_numpy(first).float(), torch.from_numpy(second)
+        return first, second

@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from ..config import PostprocessConfig
-from ..ops.boxes import distance2bbox
+from ..ops.boxes import distance2bbox, grid_priors
+from ..ops.levels import flatten_levels, level_sizes
 
 EXPORT_FORMAT_VERSION = "1"
 
@@ -55,26 +56,13 @@ class ExportModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    def _priors(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        # Built from the traced feature sizes so that dynamic input shapes work.
-        out = []
-        for f, s in zip(feats, self.strides):
-            h, w = f.shape[2], f.shape[3]
-            ys = torch.arange(h, device=f.device, dtype=torch.float32) * s
-            xs = torch.arange(w, device=f.device, dtype=torch.float32) * s
-            yy = ys.view(-1, 1).expand(h, w).reshape(-1)
-            xx = xs.view(1, -1).expand(h, w).reshape(-1)
-            out.append(torch.stack([xx, yy], dim=-1))
-        return torch.cat(out, dim=0)
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (images.float() - self.mean) / self.std if self.normalize else images
-        cls_scores, bbox_preds = self.net(x)
-        batch = x.shape[0]
-        num_classes = cls_scores[0].shape[1]
-        scores = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_scores], 1).sigmoid()
-        dists = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
-        boxes = distance2bbox(self._priors(cls_scores).unsqueeze(0), dists)
+        outputs = self.net(x)
+        # The sizes are traced from the feature maps, so dynamic input shapes work.
+        priors = grid_priors(level_sizes(outputs.cls_scores), self.strides, device=x.device)
+        scores = flatten_levels(outputs.cls_scores).sigmoid()
+        boxes = distance2bbox(priors.unsqueeze(0), flatten_levels(outputs.bbox_preds))
         if not self.nms:
             return scores, boxes
         return self._nms(scores, boxes)
@@ -106,8 +94,16 @@ class ExportModel(nn.Module):
         return torch.cat([det_boxes, values.unsqueeze(-1)], dim=-1), labels
 
 
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError("ONNX export and .onnx models need the onnx package: pip install 'rtmkit[onnx]'") from e
+    return onnx
+
+
 def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
-    import onnx
+    onnx = _require_onnx()
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
@@ -119,7 +115,7 @@ def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The rtmkit metadata of an exported model, JSON values decoded."""
-    import onnx
+    onnx = _require_onnx()
 
     model = onnx.load(str(path), load_external_data=False)
     out: dict[str, Any] = {}
@@ -163,7 +159,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     class-agnostic). ``normalize``: the graph takes uint8 BGR NCHW input and normalises it itself.
     ``half``: fp16 weights and activations (for GPU runtimes such as TensorRT; CPU runtimes may lack kernels).
     """
-    import onnx
+    onnx = _require_onnx()
 
     size = imgsz or cfg.input_size
     step = max(net.bbox_head.strides)

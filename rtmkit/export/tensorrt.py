@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .backends import ExportedGraph
 from .onnx import read_metadata
 
 
@@ -67,8 +68,8 @@ _DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, 
            "BOOL": torch.bool, "UINT8": torch.uint8, "INT8": torch.int8}
 
 
-class TensorRTBackend:
-    """A serialized engine in an execution context; ``__call__`` takes the letterboxed numpy batch and returns the
+class TensorRTBackend(ExportedGraph):
+    """A serialized engine in an execution context; ``forward`` takes the letterboxed batch and returns the
     two graph outputs as CPU tensors (like :class:`~rtmkit.export.backends.OnnxRuntimeBackend`)."""
 
     def __init__(self, path: str | os.PathLike, device: torch.device | None = None):
@@ -88,8 +89,7 @@ class TensorRTBackend:
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_names = [n for n in names if n != self.input_name]
-        self.input_dtype = np.uint8 if self.meta.get("normalized_in_graph") else np.float32
-        self.end2end = self.meta.get("graph") == "end2end"
+        self._read_meta()
 
     def _torch_dtype(self, name: str) -> torch.dtype:
         return _DTYPES[self.engine.get_tensor_dtype(name).name]
@@ -111,21 +111,21 @@ class TensorRTBackend:
         stream.synchronize()
         return outputs
 
-    def __call__(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(batch.astype(self.input_dtype, copy=False))).to(self.device)
+    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(batch).to(self.device, getattr(torch, self.input_dtype))
         first, second = self.run_device(x)
         return first.float().cpu(), second.cpu()
 
+    __call__ = forward
+
 
 def build_engine_model(model, workdir: str | os.PathLike, *, imgsz: int | None = None,
-                       batches: tuple[int, ...] | list[int] = (1,), fp16: bool = True):
+                       batches: tuple[int, ...] | list[int] = (1,), fp16: bool = True) -> Path:
     """Export ``model`` (an :class:`rtmkit.RTMDet`) to a dynamic raw ONNX graph, build an FP16 engine from it and
-    return an ``RTMDet`` running that engine."""
+    return the engine's path (``RTMDet(path)`` runs it)."""
     _trt()
-    from ..api import RTMDet
-
     workdir = Path(workdir)
     onnx_path = model.export("onnx", workdir / f"{model.cfg.name}_trt.onnx", imgsz=imgsz, nms=False, dynamic=True)
     engine = build_engine(onnx_path, workdir / f"{model.cfg.name}_{'fp16' if fp16 else 'fp32'}.engine", fp16=fp16,
                           batches=tuple(batches), imgsz=imgsz)
-    return RTMDet(engine, device="cuda")
+    return engine

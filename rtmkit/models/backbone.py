@@ -5,20 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ARCHS
 from .layers import ConvBNAct, CSPLayer, SPPBottleneck, conv_block
-
-# Per stage, before widening: (in_channels, out_channels, num_blocks, add_identity, use_spp).
-ARCHS: dict[str, list[tuple[int, int, int, bool, bool]]] = {
-    "P5": [(64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False),
-           (512, 1024, 3, False, True)],
-    "P6": [(64, 128, 3, True, False), (128, 256, 6, True, False), (256, 512, 6, True, False),
-           (512, 768, 3, True, False), (768, 1024, 3, False, True)],
-}
-
-
-def stage_channels(arch: str, widen_factor: float) -> list[int]:
-    """Output channels of every stage after widening."""
-    return [int(out * widen_factor) for _, out, *_ in ARCHS[arch]]
 
 
 class CSPNeXt(nn.Module):

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..config import RTMDetConfig
+from ..structures import DetOutputs
 from .backbone import CSPNeXt
 from .head import RTMDetSepBNHead
 from .neck import CSPNeXtPAFPN
@@ -14,8 +15,10 @@ from .neck import CSPNeXtPAFPN
 class RTMDetNet(nn.Module):
     """Plain ``nn.Module`` with MMDetection's state-dict names (``backbone.*``, ``neck.*``, ``bbox_head.*``).
 
-    ``forward(batch)`` takes a normalised NCHW batch and returns ``(cls_scores, bbox_preds)``, lists over levels
-    (strides 8, 16, 32[, 64]) of raw logits ``[B, C, H, W]`` and distances ``[B, 4, H, W]`` in input pixels.
+    ``forward(batch)`` takes a normalised NCHW BGR batch and returns :class:`~rtmkit.structures.DetOutputs`
+    ``(cls_scores, bbox_preds)``, lists over levels (strides 8, 16, 32[, 64]) of raw logits ``[B, C, H, W]`` and
+    distances ``[B, 4, H, W]`` in input pixels. The training loss lives outside the network
+    (:class:`rtmkit.engine.criterion.RTMDetCriterion`; ``RTMDet(...).loss(images, targets)``).
     """
 
     def __init__(self, cfg: RTMDetConfig):
@@ -34,21 +37,5 @@ class RTMDetNet(nn.Module):
     def strides(self) -> tuple[int, ...]:
         return self.bbox_head.strides
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, x: torch.Tensor) -> DetOutputs:
         return self.bbox_head(self.neck(self.backbone(x)))
-
-    def loss(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], *, return_details: bool = False):
-        """Training losses ``{"loss_cls", "loss_bbox"}`` (each summed over levels) of a normalised NCHW batch.
-
-        ``targets``: one ``{"boxes": [n, 4] xyxy in input pixels, "labels": [n]}`` per image (n may be 0). Runs
-        the forward pass (call ``train()`` first for batch-statistics BN, as in training) and
-        ``rtmkit.engine.criterion.RTMDetCriterion``, built on first use. With ``return_details`` also returns a
-        ``LossDetails`` (per-level losses, assignment, targets, avg factors).
-        """
-        criterion = self.__dict__.get("_criterion")
-        if criterion is None:
-            from ..engine.criterion import RTMDetCriterion
-
-            criterion = self._criterion = RTMDetCriterion(self.cfg.num_classes, self.strides)
-        cls_scores, bbox_preds = self(images)
-        return criterion(cls_scores, bbox_preds, targets, return_details=return_details)

@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from ..structures import DetOutputs
 from .layers import ConvBNAct, DepthwiseSeparableConv, conv_block
 
 
@@ -23,9 +24,9 @@ def _share_convs(src: nn.Module, dst: nn.Module) -> None:
 class RTMDetSepBNHead(nn.Module):
     """Classification and box-regression towers, one per level, with 1x1 (or ``pred_kernel_size``) predictors.
 
-    ``forward`` returns ``(cls_scores, bbox_preds)``: lists over levels of ``[B, num_classes, H, W]`` logits and
-    ``[B, 4, H, W]`` distances (left, top, right, bottom) in input pixels, i.e. already multiplied by the stride
-    (and exponentiated first when ``exp_on_reg``).
+    ``forward`` returns :class:`~rtmkit.structures.DetOutputs` ``(cls_scores, bbox_preds)``: lists over levels of
+    ``[B, num_classes, H, W]`` logits and ``[B, 4, H, W]`` distances (left, top, right, bottom) in input pixels,
+    i.e. already multiplied by the stride (and exponentiated first when ``exp_on_reg``).
     """
 
     def __init__(self, num_classes: int, in_channels: int, feat_channels: int, strides: tuple[int, ...],
@@ -68,7 +69,7 @@ class RTMDetSepBNHead(nn.Module):
         for conv in self.rtm_cls:
             nn.init.constant_(conv.bias, prior_bias)
 
-    def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def forward(self, feats: list[torch.Tensor]) -> DetOutputs:
         cls_scores, bbox_preds = [], []
         for level, (x, stride) in enumerate(zip(feats, self.strides)):
             cls_feat, reg_feat = x, x
@@ -81,4 +82,4 @@ class RTMDetSepBNHead(nn.Module):
                 reg = reg.exp()
             cls_scores.append(self.rtm_cls[level](cls_feat))
             bbox_preds.append(reg * stride)
-        return cls_scores, bbox_preds
+        return DetOutputs(cls_scores, bbox_preds)

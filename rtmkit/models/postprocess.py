@@ -15,7 +15,9 @@ import torch
 
 from ..config import PostprocessConfig
 from ..ops.boxes import distance2bbox, grid_priors
+from ..ops.levels import flatten_levels, level_sizes, prior_level_ids
 from ..ops.nms import batched_nms
+from ..structures import DetOutputs
 
 # MMCV's batched_nms switches from the coordinate-offset trick to one NMS per class at this many boxes.
 # The offset trick rounds coordinates differently, so we reproduce the switch to get identical decisions.
@@ -24,11 +26,30 @@ SPLIT_THR = 10000
 
 @dataclass
 class Detections:
-    """Detections of one image, in original-image pixels, sorted by descending score."""
+    """Detections of one image, in original-image pixels, sorted by descending score.
+
+    ``prior_inds`` is the flattened prior (see :mod:`rtmkit.ops.levels`) each detection was decoded from, so task
+    heads can gather their extra per-prior outputs (mask kernels, angles) for exactly the kept detections.
+    """
 
     boxes: torch.Tensor  # [N, 4] xyxy float32
     scores: torch.Tensor  # [N]
     labels: torch.Tensor  # [N] int64
+    prior_inds: torch.Tensor | None = None  # [N] int64
+
+
+@dataclass
+class Candidates:
+    """Decoded, not yet filtered predictions of a batch: what a raw exported graph outputs.
+
+    ``scores`` [B, N, C] sigmoid; ``boxes`` [B, N, 4] xyxy in network-input pixels (decoded from the prior points,
+    not clamped); ``level_ids`` [N] pyramid level of every prior; ``input_hw`` the padded network input size.
+    """
+
+    scores: torch.Tensor
+    boxes: torch.Tensor
+    level_ids: torch.Tensor
+    input_hw: tuple[int, int]
 
 
 def _rank_in_segment(segment: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -46,42 +67,28 @@ def _rank_in_segment(segment: torch.Tensor, order: torch.Tensor) -> torch.Tensor
     return rank
 
 
-def flatten_outputs(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], strides: tuple[int, ...]
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw per-level head outputs -> ``scores`` [B, N, C] (sigmoid), ``boxes`` [B, N, 4] (decoded, not clamped,
-    input pixels) and ``level_ids`` [N], priors ordered level by level, row-major (the exported raw graph's
-    outputs are exactly these)."""
+def decode(outputs: DetOutputs, strides: tuple[int, ...]) -> Candidates:
+    """Raw head outputs -> :class:`Candidates` (sigmoid scores, boxes decoded from the prior points)."""
+    cls_scores, bbox_preds = outputs.cls_scores, outputs.bbox_preds
     device = cls_scores[0].device
-    batch, num_classes = cls_scores[0].shape[:2]
-    sizes = [tuple(c.shape[2:]) for c in cls_scores]
+    sizes = level_sizes(cls_scores)
     priors = grid_priors(sizes, strides, device=device)
-    level_ids = torch.cat([torch.full((h * w,), i, device=device) for i, (h, w) in enumerate(sizes)])
-    scores = torch.cat([c.permute(0, 2, 3, 1).reshape(batch, -1, num_classes) for c in cls_scores], 1).sigmoid()
-    dists = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds], 1)
-    return scores, distance2bbox(priors, dists), level_ids
+    scores = flatten_levels(cls_scores).sigmoid()
+    boxes = distance2bbox(priors, flatten_levels(bbox_preds))
+    input_hw = (sizes[0][0] * strides[0], sizes[0][1] * strides[0])
+    return Candidates(scores, boxes, prior_level_ids(sizes, device), input_hw)
 
 
-def postprocess(cls_scores: list[torch.Tensor], bbox_preds: list[torch.Tensor], strides: tuple[int, ...],
-                cfg: PostprocessConfig, scale_factors: torch.Tensor, orig_sizes: torch.Tensor | None = None
-                ) -> list[Detections]:
-    """Turn raw head outputs into per-image detections (see :func:`postprocess_flat`)."""
-    scores, boxes, level_ids = flatten_outputs(cls_scores, bbox_preds, strides)
-    input_hw = (cls_scores[0].shape[2] * strides[0], cls_scores[0].shape[3] * strides[0])
-    return postprocess_flat(scores, boxes, level_ids, input_hw, cfg, scale_factors, orig_sizes)
-
-
-def postprocess_flat(scores: torch.Tensor, boxes: torch.Tensor, level_ids: torch.Tensor, input_hw: tuple[int, int],
-                     cfg: PostprocessConfig, scale_factors: torch.Tensor, orig_sizes: torch.Tensor | None = None
-                     ) -> list[Detections]:
-    """Per-image detections from sigmoid ``scores`` [B, N, C] and decoded ``boxes`` [B, N, 4] (input pixels).
-
-    ``level_ids``: [N] pyramid level of every prior (``nms_pre`` applies per level). ``input_hw``: the padded
-    network input size (clamping frame). ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized /
+def postprocess(candidates: Candidates, cfg: PostprocessConfig, scale_factors: torch.Tensor,
+                orig_sizes: torch.Tensor | None = None) -> list[Detections]:
+    """Per-image detections from decoded :class:`Candidates` (``nms_pre`` applies per pyramid level; boxes are
+    clamped in the padded input frame). ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized /
     original size per image. ``orig_sizes``: ``[B, 2]`` (h, w) of the original images, for ``cfg.clip == "image"``.
     """
+    scores, boxes, level_ids = candidates.scores, candidates.boxes, candidates.level_ids
     device = scores.device
     batch, _, num_classes = scores.shape
-    in_h, in_w = input_hw
+    in_h, in_w = candidates.input_hw
     num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
 
     # (image, prior, class) triples above threshold, visited in descending score order.
@@ -110,7 +117,7 @@ def postprocess_flat(scores: torch.Tensor, boxes: torch.Tensor, level_ids: torch
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         ok = (w > cfg.min_bbox_size) & (h > cfg.min_bbox_size)
         boxes, input_boxes = boxes[ok], input_boxes[ok]
-        img, label, cand_scores = img[ok], label[ok], cand_scores[ok]
+        img, prior, label, cand_scores = img[ok], prior[ok], label[ok], cand_scores[ok]
 
     nms_boxes = input_boxes if cfg.nms_space == "input" else boxes
     if cfg.agnostic:
@@ -136,5 +143,5 @@ def postprocess_flat(scores: torch.Tensor, boxes: torch.Tensor, level_ids: torch
     by_img = torch.sort(k_img, stable=True).indices
     keep = keep[by_img]
     counts = torch.bincount(k_img, minlength=batch).tolist()
-    return [Detections(b, s, lab) for b, s, lab in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
-                                                      label[keep].split(counts))]
+    return [Detections(*fields) for fields in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
+                                                  label[keep].split(counts), prior[keep].split(counts))]

@@ -12,9 +12,13 @@ thousands of candidates, 300 kept) one or two blocks are enough.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .boxes import box_iou
+
+IoUFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _resolve_block(iou: torch.Tensor, same: torch.Tensor, alive: torch.Tensor, thr: float) -> torch.Tensor:
@@ -32,9 +36,11 @@ def _resolve_block(iou: torch.Tensor, same: torch.Tensor, alive: torch.Tensor, t
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_thr: float,
                 images: torch.Tensor | None = None, max_per_image: int | None = None,
-                presorted: bool = False, block: int = 1024) -> torch.Tensor:
+                presorted: bool = False, block: int = 1024, iou_fn: IoUFunction = box_iou) -> torch.Tensor:
     """Indices of the kept boxes, in descending score order.
 
+    ``boxes``: ``[N, D]`` in any box type that ``iou_fn`` (pairwise ``[n, D] x [m, D] -> [n, m]`` IoU) understands:
+    axis-aligned xyxy with the default :func:`~rtmkit.ops.boxes.box_iou`, rotated boxes with a rotated IoU.
     ``groups``: boxes of different groups never suppress each other (use image * num_classes + label for
     class-aware NMS over a batch). ``images`` with ``max_per_image``: stop once every image has that many kept
     boxes (the output may then hold more per image; take the first ``max_per_image`` of each).
@@ -51,7 +57,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
         present = torch.bincount(images) > 0  # images with candidates (cheaper than unique: no sort)
         counts = torch.zeros(present.numel(), dtype=torch.long, device=boxes.device)
     kept_pos: list[torch.Tensor] = []
-    kept_boxes = boxes.new_zeros((0, 4))
+    kept_boxes = boxes.new_zeros((0, boxes.shape[1]))
     kept_groups = groups.new_zeros((0,))
     for start in range(0, n, block):
         stop = min(start + block, n)
@@ -60,9 +66,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
         if images is not None and max_per_image is not None:
             alive &= counts[images[start:stop]] < max_per_image  # full images can no longer change the output
         if kept_boxes.shape[0]:
-            hit = (box_iou(b, kept_boxes) > iou_thr) & (g[:, None] == kept_groups[None, :])
+            hit = (iou_fn(b, kept_boxes) > iou_thr) & (g[:, None] == kept_groups[None, :])
             alive &= ~hit.any(dim=1)
-        keep = _resolve_block(box_iou(b, b), g[:, None] == g[None, :], alive, iou_thr)
+        keep = _resolve_block(iou_fn(b, b), g[:, None] == g[None, :], alive, iou_thr)
         pos = torch.nonzero(keep).squeeze(1) + start
         kept_pos.append(pos)
         kept_boxes = torch.cat([kept_boxes, boxes[pos]])
@@ -74,6 +80,6 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     return order[torch.cat(kept_pos)]
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thr: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_thr: float, iou_fn: IoUFunction = box_iou) -> torch.Tensor:
     """Plain single-group NMS: indices of kept boxes, by descending score."""
-    return batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_thr)
+    return batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_thr, iou_fn=iou_fn)

@@ -1,0 +1,102 @@
+"""The inference pipeline shared by every caller: BGR uint8 images in, one ``Result`` per image out."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..config import PostprocessConfig
+from ..data.preprocess import letterbox_batch, preprocess
+from ..models.postprocess import Candidates, Detections, postprocess
+from ..results import Result
+from .backend import Backend
+
+
+class Predictor:
+    """preprocess -> ``backend.forward`` -> ``backend.decode`` -> post-process -> :class:`~rtmkit.Result`.
+
+    ``names``: {class index: name}. ``mean``/``std``/``pad_value``: the model's BGR normalisation and letterbox
+    padding. ``max_stride``: input sizes must be multiples of it. Each result's ``speed`` holds milliseconds per
+    image for ``preprocess``, ``forward`` (the backend's forward alone) and ``postprocess`` (decode and NMS).
+    """
+
+    def __init__(self, backend: Backend, names: dict[int, str], *, mean: Sequence[float], std: Sequence[float],
+                 pad_value: int = 114, input_size: int = 640, max_stride: int = 32):
+        self.backend = backend
+        self.names = names
+        self.mean, self.std, self.pad_value = tuple(mean), tuple(std), pad_value
+        self.input_size, self.max_stride = input_size, max_stride
+
+    def check_size(self, imgsz: int | None) -> int:
+        size = imgsz or self.input_size
+        if size <= 0 or size % self.max_stride:
+            raise ValueError(f"imgsz must be a positive multiple of {self.max_stride}, got {size}")
+        return size
+
+    def _batch(self, images: Sequence[np.ndarray], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        backend = self.backend
+        if backend.input_dtype == "uint8":  # the graph normalises: hand over letterboxed BGR pixels
+            canvas, scales = letterbox_batch(images, size, self.pad_value)
+            return torch.from_numpy(canvas).permute(0, 3, 1, 2).contiguous(), scales
+        batch, scales = preprocess(images, size, self.mean, self.std, self.pad_value, backend.device,
+                                   channels_last=getattr(backend, "channels_last", False))
+        if backend.input_dtype == "float16":
+            batch = batch.half()
+        return batch, scales
+
+    def _forward(self, batch: torch.Tensor):
+        fixed = self.backend.fixed_batch
+        if fixed is None or fixed == batch.shape[0]:
+            return self.backend.forward(batch)
+        parts = [self.backend.forward(batch[i:i + 1]) for i in range(batch.shape[0])]  # a static graph of batch 1
+        return tuple(torch.cat([p[k] for p in parts]) for k in range(len(parts[0])))
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence[np.ndarray], post: PostprocessConfig, imgsz: int | None = None
+                 ) -> list[Result]:
+        """Predict one batch of ``HxWx3`` BGR uint8 arrays."""
+        size = self.check_size(imgsz)
+        cuda = self.backend.device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        t0 = time.perf_counter()
+        batch, scales = self._batch(images, size)
+        sync()
+        t1 = time.perf_counter()
+        outputs = self._forward(batch)
+        sync()
+        t2 = time.perf_counter()
+        orig = torch.tensor([img.shape[:2] for img in images])
+        if self.backend.graph == "end2end":
+            dets = _end2end_detections(outputs, post, scales, orig)
+        else:
+            candidates: Candidates = self.backend.decode(outputs, (size, size))
+            dets = postprocess(candidates, post, scales, orig)
+        results = [Result(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
+                          self.names, tuple(img.shape[:2]), orig_img=img) for img, d in zip(images, dets)]
+        t3 = time.perf_counter()
+        n = len(images)
+        speed = {"preprocess": (t1 - t0) * 1e3 / n, "forward": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}
+        for r in results:
+            r.speed = dict(speed)
+        return results
+
+
+def _end2end_detections(outputs, post: PostprocessConfig, scales: torch.Tensor, orig: torch.Tensor
+                        ) -> list[Detections]:
+    """An end-to-end graph did NMS with the settings baked at export: rescale its ``dets`` [B, K, 5] to the
+    original images and filter by ``post.score_thr``/``max_per_img``."""
+    dets_all, labels_all = outputs[0].float().cpu(), outputs[1].cpu()
+    inv = (1.0 / scales).float()
+    out = []
+    for i in range(dets_all.shape[0]):
+        d, lab = dets_all[i], labels_all[i].long()
+        keep = (d[:, 4] > post.score_thr) & (lab >= 0)
+        boxes = d[keep, :4] * inv[i].repeat(2)
+        if post.clip == "image":
+            boxes = torch.minimum(boxes.clamp(min=0), orig[i].flip(0).float().repeat(2))
+        k = post.max_per_img
+        out.append(Detections(boxes[:k], d[keep, 4][:k], lab[keep][:k]))
+    return out
