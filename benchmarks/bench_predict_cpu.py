@@ -156,7 +156,7 @@ def main() -> None:
         post_runs = 5 if args.reference_stand_in_nms else args.runs
 
     model = load_model(args.model)
-    args.imgsz = args.imgsz or model.cfg.input_size
+    args.imgsz = args.imgsz or model.cfg.data.input_size
     img = load_image(args.imgsz)
     posts = {preset: model.postprocess_config(preset) for preset in PRESETS}
     tmp = tempfile.TemporaryDirectory()

@@ -28,7 +28,7 @@ from reference_server import ReferenceServer
 
 from rtmkit.allocator import keep_freed_memory
 from rtmkit.assets import shared_dir
-from rtmkit.config import get_config
+from rtmkit.catalog import get_config
 from rtmkit.data.loader import normalize_batch
 from rtmkit.data.preprocess import letterbox_batch
 from rtmkit.engine.criterion import RTMDetCriterion
@@ -75,7 +75,7 @@ class Stepper:
 
     def __call__(self) -> dict:
         t0 = time.perf_counter()
-        x = normalize_batch(self.images, self.net.cfg.mean, self.net.cfg.std)
+        x = normalize_batch(self.images, self.net.cfg.data.mean, self.net.cfg.data.std)
         losses = self.criterion(self.net(x), self.targets)
         sum(losses.values()).backward()
         self.opt.step()

@@ -14,10 +14,14 @@ _LAZY = {
     "RTMDet": "rtmkit.api",
     "Result": "rtmkit.results",
     "RTMDetConfig": "rtmkit.config",
+    "NetConfig": "rtmkit.config",
+    "DataConfig": "rtmkit.config",
     "PostprocessConfig": "rtmkit.config",
-    "CONFIGS": "rtmkit.config",
-    "get_config": "rtmkit.config",
-    "list_configs": "rtmkit.config",
+    "CONFIGS": "rtmkit.catalog",
+    "MODELS": "rtmkit.catalog",
+    "get_config": "rtmkit.catalog",
+    "list_configs": "rtmkit.catalog",
+    "list_models": "rtmkit.catalog",
 }
 
 __all__ = [*_LAZY, "__version__"]

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .catalog import config_from_dict, get_config
 from .checkpoint import (
     CheckpointError,
     checkpoint_class_names,
@@ -20,7 +21,7 @@ from .checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from .config import PostprocessConfig, RTMDetConfig, get_config
+from .config import PostprocessConfig, RTMDetConfig
 from .data.classes import COCO_CLASSES
 from .data.sources import Frame, iter_frames
 from .device import select_device
@@ -43,9 +44,9 @@ class RTMDet:
     >>> model = RTMDet("rtmdet-s", weights="rtmdet_s.pth")     # official MMDetection checkpoint
     >>> results = model.predict("images/", conf=0.4)
 
-    ``model`` is a config name (see ``rtmkit.config.CONFIGS``) or an rtmkit checkpoint (which stores its config).
-    ``weights`` is a checkpoint path, URL or model-zoo name; ``True`` means the zoo weights of ``model``; without
-    weights the network is freshly initialised. ``num_classes`` is taken from the checkpoint when not given.
+    ``model`` is a model name (``rtmkit models``; :mod:`rtmkit.catalog`) or an rtmkit checkpoint (which stores its
+    config). ``weights`` is a checkpoint path, URL or model name; ``True`` means the official weights of ``model``;
+    without weights the network is freshly initialised. ``num_classes`` is taken from the checkpoint when not given.
     Other keyword arguments override config fields (``input_size=416`` ...).
     Exported models: ``RTMDet("x.onnx")`` runs ONNX Runtime (``runtime="openvino"``: OpenVINO on the CPU, same
     file), ``RTMDet("x.engine")`` TensorRT.
@@ -65,8 +66,8 @@ class RTMDet:
             if weights not in (None, False):
                 raise ValueError("an exported model carries its weights: do not pass `weights=`")
             self.backend: Backend = _exported_backend(model_str, device, runtime)
-            cfg = RTMDetConfig.from_dict(self.backend.meta["config"])
-            self.cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+            cfg = config_from_dict(self.backend.meta["config"])
+            self.cfg = cfg.replace(**overrides) if overrides else cfg
             self.device, self.weights = self.backend.device, model_str
             self.runtime = runtime or ("tensorrt" if model_str.endswith(".engine") else "onnxruntime")
             if self.runtime == "ort":
@@ -91,7 +92,7 @@ class RTMDet:
 
     @property
     def input_size(self) -> int:
-        return self.cfg.input_size
+        return self.cfg.data.input_size
 
     @property
     def task(self) -> str:
@@ -100,7 +101,7 @@ class RTMDet:
     def __repr__(self) -> str:
         kind = type(self.backend).__name__ if self.net is None else \
             f"params={sum(p.numel() for p in self.net.parameters()) / 1e6:.2f}M"
-        return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.input_size}, {kind}, "
+        return (f"RTMDet({self.cfg.name!r}, classes={self.cfg.num_classes}, input={self.cfg.data.input_size}, {kind}, "
                 f"device={self.device}, weights={self.weights!r})")
 
     # ------------------------------------------------------------------ inference
@@ -138,8 +139,9 @@ class RTMDet:
         return self._make_predictor(backend)
 
     def _make_predictor(self, backend: Backend) -> Predictor:
-        return Predictor(backend, self.names, mean=self.cfg.mean, std=self.cfg.std, pad_value=self.cfg.pad_value,
-                         input_size=self.cfg.input_size, max_stride=max(self.cfg.strides))
+        data = self.cfg.data
+        return Predictor(backend, self.names, mean=data.mean, std=data.std, pad_value=data.pad_value,
+                         input_size=data.input_size, max_stride=max(self.cfg.strides))
 
     def predict_arrays(self, images: list[np.ndarray], post: PostprocessConfig, imgsz: int | None = None, *,
                        fuse: bool = True) -> list[Result]:
@@ -309,7 +311,7 @@ def _torch_model(model: str, weights: str | os.PathLike | bool | None, num_class
             raise CheckpointError(
                 f"{model}: this checkpoint does not say which architecture it is (an official MMDetection "
                 f"file?): use RTMDet('<config name>', weights='{model}'), e.g. RTMDet('rtmdet-s', ...)")
-        cfg = RTMDetConfig.from_dict(stored)
+        cfg = config_from_dict(stored)
     else:
         cfg = get_config(model)
         if weights is True:
@@ -333,7 +335,5 @@ def _torch_model(model: str, weights: str | os.PathLike | bool | None, num_class
     if class_names is not None:
         overrides["class_names"] = tuple(class_names)
     if overrides:
-        if isinstance(overrides.get("eval"), dict):
-            overrides["eval"] = dataclasses.replace(cfg.eval, **overrides["eval"])
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = cfg.replace(**overrides)
     return cfg, state_dict, source

@@ -89,7 +89,7 @@ def run_benchmark(model_name: str, weights: str | None = None, formats: list[str
     from .api import RTMDet
 
     base = RTMDet(model_name, weights=weights, device=device)
-    size = imgsz or base.cfg.input_size
+    size = imgsz or base.cfg.data.input_size
     images = _load_images(data, max(batches) * 2, size)
     workdir = Path(workdir or tempfile.mkdtemp(prefix="rtmkit-bench-"))
     rows: list[BenchRow] = []

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import CLIP_MODES, CONFIGS
+from .catalog import CONFIGS, MODELS
+from .config import CLIP_MODES
 from .engine.args import TrainArgs, add_train_flags
 from .runs import increment_dir
 
@@ -206,20 +207,19 @@ def cmd_val(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """One line per model name: task, size, input, classes and where its official weights are."""
-    from .zoo import ZOO
-
+    """One line per model name: task, size, input, classes and its official weights."""
     print(f"{'name':22s} {'task':8s} {'size':5s} {'input':>5s} {'classes':>7s}  weights")
-    for name, cfg in CONFIGS.items():
-        entry = ZOO.get(name)
-        weights = entry.url.rsplit("/", 1)[-1] if entry is not None and entry.url else "none (train your own)"
-        print(f"{name:22s} {cfg.task:8s} {cfg.size:5s} {cfg.input_size:5d} {cfg.num_classes:7d}  {weights}")
-    if args.all:
-        shown = set(CONFIGS)
-        for name, entry in ZOO.items():
-            if name not in shown:
-                print(f"{name:22s} {entry.task:8s} {'':5s} {'':>5s} {'':>7s}  {entry.url.rsplit('/', 1)[-1]} "
-                      "(weights only)")
+    for name, entry in MODELS.items():
+        cfg = entry.config
+        if cfg is None and not args.all:
+            continue
+        weights = entry.weights.file_name if entry.weights is not None else "none (train your own)"
+        if cfg is None:
+            print(f"{name:22s} {entry.task:8s} {'':5s} {'':>5s} {'':>7s}  {weights} (not built yet)")
+        else:
+            print(f"{name:22s} {cfg.task:8s} {cfg.size:5s} {cfg.data.input_size:5d} {cfg.num_classes:7d}  {weights}")
+    if not args.all:
+        print("(--all also lists the reserved names of families rtmkit does not build yet, and backbone weights)")
     return 0
 
 
@@ -329,8 +329,10 @@ def main(argv: list[str] | None = None) -> int:
         args.project, args.name = str(target.parent), target.name
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError) as e:
-        print(f"rtmkit {args.command}: error: {e}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError, TypeError) as e:
+        # KeyError's str() quotes its message; say it in plain words, in the CLI's terms.
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"rtmkit {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -1,8 +1,7 @@
-"""Typed configs of the RTMDet family.
-
-A config is a plain dataclass: change what you need with ``get_config("rtmdet-s", num_classes=3)`` or
-``dataclasses.replace``. Channel counts, block counts and strides are derived from the few numbers below
-exactly as MMDetection derives them (fact sheet A.2-A.5).
+"""Typed configs of the RTMDet family, split as timm splits them: the network shape (:class:`NetConfig`), what
+it expects of its input (:class:`DataConfig`), post-processing presets (:class:`PostprocessConfig`) and the model
+that holds them (:class:`RTMDetConfig`, with its task and size). The named configs and their pretrained weights
+are in one table, :mod:`rtmkit.catalog` (``get_config("rtmdet-s", num_classes=3)``). Standard library only.
 """
 
 from __future__ import annotations
@@ -64,18 +63,18 @@ class PostprocessConfig:
 # What users expect from predict(): confident detections only. Evaluation uses the config's test_cfg.
 DEPLOY_SCORE_THR = 0.3
 DEPLOY_MAX_PER_IMG = 100
+TASKS = ("detect", "segment", "rotated", "classify")
 
 
 @dataclass
-class RTMDetConfig:
-    """One RTMDet detector. Defaults are MMDetection's ``rtmdet_l_8xb32-300e_coco``."""
+class NetConfig:
+    """The network's shape (MMDetection's ``model.backbone`` / ``neck`` / ``bbox_head`` settings). Channel counts,
+    block counts and strides are derived from these numbers exactly as MMDetection derives them (fact sheet
+    A.2-A.5). Defaults are ``rtmdet_l``'s."""
 
-    name: str = "rtmdet-l"
-    task: str = "detect"
-    size: str = "l"  # tiny / s / m / l / x / nano: chooses the recipe's per-size training pipeline
+    arch: str = "P5"  # P5: strides 8-32; P6: strides 8-64
     deepen_factor: float = 1.0
     widen_factor: float = 1.0
-    arch: str = "P5"
     neck_blocks: int = 3  # set per size in the reference configs, not derived from deepen_factor
     exp_on_reg: bool = True
     depthwise: bool = False
@@ -84,26 +83,10 @@ class RTMDetConfig:
     expand_ratio: float = 0.5
     stacked_convs: int = 2
     pred_kernel_size: int = 1
-    num_classes: int = 80
-    input_size: int = 640
-    # BGR order, the network sees BGR (fact sheet B.4).
-    mean: tuple[float, float, float] = (103.53, 116.28, 123.675)
-    std: tuple[float, float, float] = (57.375, 57.12, 58.395)
-    pad_value: int = 114
-    eval: PostprocessConfig = field(default_factory=PostprocessConfig)
-    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {self.arch!r}")
-        if self.num_classes <= 0:
-            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
-        if self.class_names is not None:
-            self.class_names = tuple(self.class_names)
-            if len(self.class_names) != self.num_classes:
-                raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
-        if isinstance(self.eval, dict):
-            self.eval = PostprocessConfig(**self.eval)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -117,6 +100,59 @@ class RTMDetConfig:
     def feat_channels(self) -> int:
         return int(256 * self.widen_factor)
 
+
+@dataclass
+class DataConfig:
+    """What the network expects of its input: square input size, BGR mean/std (the network sees BGR, fact sheet
+    B.4) and the letterbox padding value."""
+
+    input_size: int = 640
+    mean: tuple[float, float, float] = (103.53, 116.28, 123.675)
+    std: tuple[float, float, float] = (57.375, 57.12, 58.395)
+    pad_value: int = 114
+
+    def __post_init__(self) -> None:
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if self.input_size <= 0:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
+
+
+_NET_FIELDS = {f.name for f in dataclasses.fields(NetConfig)}
+_DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
+
+
+@dataclass
+class RTMDetConfig:
+    """One model: its name, task and size (the recipe's per-size training pipeline: tiny / s / m / l / x / nano),
+    the network shape (``net``), the input (``data``), the classes and the ``eval`` post-processing preset
+    (MMDetection's ``test_cfg``; ``deploy`` derives from it)."""
+
+    name: str = "rtmdet-l"
+    task: str = "detect"
+    size: str = "l"
+    net: NetConfig = field(default_factory=NetConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    num_classes: int = 80
+    class_names: tuple[str, ...] | None = None
+    eval: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.num_classes <= 0:
+            raise ValueError(f"num_classes must be positive, got {self.num_classes}")
+        if self.class_names is not None:
+            self.class_names = tuple(self.class_names)
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        for name, kind in (("net", NetConfig), ("data", DataConfig), ("eval", PostprocessConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, kind(**getattr(self, name)))
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.net.strides
+
     @property
     def deploy(self) -> PostprocessConfig:
         """The ``deploy`` preset: the eval settings with a 0.3 score threshold and 100 boxes per image."""
@@ -129,71 +165,42 @@ class RTMDetConfig:
             return self.deploy
         raise ValueError(f"unknown preset {name!r}: use 'eval' or 'deploy'")
 
+    def replace(self, **changes: Any) -> RTMDetConfig:
+        """A copy with ``changes`` applied; network and input fields may be given flat (``input_size=416``,
+        ``widen_factor=0.5``), ``eval`` as a dict of changes. Changing ``num_classes`` drops the class names unless
+        new ones are given. Unknown keys are an error."""
+        top = {f.name for f in dataclasses.fields(self)}
+        net = {k: changes.pop(k) for k in list(changes) if k in _NET_FIELDS}
+        data = {k: changes.pop(k) for k in list(changes) if k in _DATA_FIELDS}
+        unknown = set(changes) - top
+        if unknown:
+            known = sorted(top | _NET_FIELDS | _DATA_FIELDS)
+            raise TypeError(f"unknown config field(s) {sorted(unknown)}; known: {known}")
+        if "num_classes" in changes and "class_names" not in changes and changes["num_classes"] != self.num_classes:
+            changes["class_names"] = None
+        if isinstance(changes.get("eval"), dict):
+            changes["eval"] = dataclasses.replace(self.eval, **changes["eval"])
+        return dataclasses.replace(self, net=dataclasses.replace(self.net, **net),
+                                   data=dataclasses.replace(self.data, **data),
+                                   eval=changes.pop("eval", dataclasses.replace(self.eval)), **changes)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["class_names"] = list(self.class_names) if self.class_names is not None else None
-        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["data"]["mean"], d["data"]["std"] = list(self.data.mean), list(self.data.std)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RTMDetConfig:
+        """The inverse of :meth:`to_dict`; also reads the flat layout of files written by rtmkit 0.1 (network and
+        input fields at the top level)."""
+        d = dict(d)
+        flat = {k: d.pop(k) for k in list(d) if k in _NET_FIELDS | _DATA_FIELDS}
+        if flat:
+            d["net"] = {**d.get("net", {}), **{k: v for k, v in flat.items() if k in _NET_FIELDS}}
+            d["data"] = {**d.get("data", {}), **{k: v for k, v in flat.items() if k in _DATA_FIELDS}}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        d = dict(d)
-        if "size" not in d and d.get("name") in CONFIGS:  # files written before the field existed
-            d["size"] = CONFIGS[d["name"]].size
-        for key in ("mean", "std"):
-            if key in d:
-                d[key] = tuple(d[key])
         return cls(**d)
-
-
-def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, exp_on_reg: bool, **kw: Any
-         ) -> RTMDetConfig:
-    return RTMDetConfig(name=name, size=size, deepen_factor=deepen, widen_factor=widen, neck_blocks=neck_blocks,
-                        exp_on_reg=exp_on_reg, **kw)
-
-
-CONFIGS: dict[str, RTMDetConfig] = {
-    "rtmdet-tiny": _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, False),
-    "rtmdet-s": _det("rtmdet-s", "s", 0.33, 0.5, 1, False),
-    "rtmdet-m": _det("rtmdet-m", "m", 0.67, 0.75, 2, True),
-    "rtmdet-l": _det("rtmdet-l", "l", 1.0, 1.0, 3, True),
-    "rtmdet-x": _det("rtmdet-x", "x", 1.33, 1.25, 4, True),
-    "rtmdet-x-p6": _det("rtmdet-x-p6", "x", 1.33, 1.25, 4, True, arch="P6", input_size=1280),
-    # The nano network (RTMPose's detectors) with COCO's 80 classes: no official COCO weights exist; for fast
-    # training from scratch on small data (the built-in demo) and edge devices.
-    "rtmdet-nano": _det("rtmdet-nano", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, input_size=320),
-    # RTMPose's person detector (shared/weights): depthwise convs everywhere, unshared head convs, 320 input.
-    "rtmdet-nano-person": _det(
-        "rtmdet-nano-person", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
-        input_size=320, class_names=("person",),
-        eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
-    "rtmdet-nano-hand": _det(
-        "rtmdet-nano-hand", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
-        input_size=320, class_names=("hand",),
-        eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)),
-    # RTMPose's larger person detector: rtmdet-m with one class.
-    "rtmdet-m-person": _det("rtmdet-m-person", "m", 0.67, 0.75, 2, True, num_classes=1, class_names=("person",)),
-}
-
-
-def list_configs() -> list[str]:
-    return list(CONFIGS)
-
-
-def get_config(name: str, **overrides: Any) -> RTMDetConfig:
-    """A fresh copy of a named config with ``overrides`` applied (``num_classes=3``, ``input_size=416`` ...).
-
-    Changing ``num_classes`` drops the default class names unless new ones are given."""
-    if name not in CONFIGS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(CONFIGS)}")
-    cfg = CONFIGS[name]
-    if "num_classes" in overrides and "class_names" not in overrides and \
-            overrides["num_classes"] != cfg.num_classes:
-        overrides["class_names"] = None
-    if isinstance(overrides.get("eval"), dict):
-        overrides["eval"] = dataclasses.replace(cfg.eval, **overrides["eval"])
-    return dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval), **overrides)

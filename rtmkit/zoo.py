@@ -1,17 +1,7 @@
-"""Official RTMDet checkpoints and how to fetch them.
-
-``ZOO`` maps an rtmkit model name to the URL where OpenMMLab published its weights, the SHA-256 prefix that
-OpenMMLab embeds in the file name (their publish scripts name files ``<stem>-<first 8 hex of sha256>.pth``,
-the torch.hub convention), the task, and the metrics from the upstream metafiles/READMEs.
-
-``resolve_weights`` turns what a user passes as ``weights=`` (a path, a zoo name or a URL) into a local file,
-downloading into ``cache_dir()`` once and checking the hash. Only the standard library and tqdm are used here
-so that importing this module stays cheap (the CLI lists models without loading torch).
-
-Sources (see each entry's comment):
-  mmdet   open-mmlab/mmdetection configs/rtmdet/metafile.yml and README.md (3.x)
-  mmrot   open-mmlab/mmrotate configs/rotated_rtmdet/README.md (1.x); its metafile says ``Weights: todo``
-  mmpose  open-mmlab/mmpose projects/rtmpose/README.md
+"""Fetching official weights: ``resolve_weights`` turns what a user passes as ``weights=`` (a path, a model
+name of :mod:`rtmkit.catalog` or a URL) into a local file, downloading into ``cache_dir()`` once and checking the
+SHA-256 prefix. Only the standard library and tqdm are used here (and the stdlib-only catalog), so importing
+this module stays cheap (the CLI lists models without loading torch).
 """
 
 from __future__ import annotations
@@ -25,23 +15,13 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = [
-    "ZOO",
-    "DownloadError",
-    "UnsupportedModelError",
-    "ZooEntry",
-    "cache_dir",
-    "download",
-    "list_models",
-    "resolve_weights",
-]
+from .catalog import MODELS, ModelEntry, UnsupportedModelError, list_models, lookup
 
-TASKS = ("detect", "segment", "rotated", "classify")
+__all__ = ["DownloadError", "UnsupportedModelError", "cache_dir", "download", "list_models", "resolve_weights"]
 
 # OpenMMLab/torch.hub file names end in "-<sha256 prefix>.pth"; 8 hex digits in every published RTMDet file.
 _HASH_IN_FILE_NAME = re.compile(r"-([0-9a-f]{8})\.pth$")
@@ -50,182 +30,8 @@ _CHUNK = 1 << 20
 _USER_AGENT = f"rtmkit-zoo (Python-urllib/{sys.version_info.major}.{sys.version_info.minor})"
 
 
-@dataclass(frozen=True)
-class ZooEntry:
-    """One published checkpoint."""
-
-    name: str  # zoo key, e.g. "rtmdet-tiny"
-    config: str  # rtmkit config name the weights are for (same as ``name`` for detectors)
-    url: str
-    sha256_prefix: str | None  # hex digits from the file name, None when the name carries none
-    task: str  # "detect" | "segment" | "rotated" | "classify"
-    supported: bool  # False: reserved name, rtmkit cannot build this model family yet
-    metrics: dict[str, float]
-    notes: str = ""
-
-    @property
-    def file_name(self) -> str:
-        """The file name the checkpoint has upstream (and in the cache)."""
-        return _file_name_from_url(self.url)
-
-
 class DownloadError(RuntimeError):
     """A download failed (network, HTTP status, truncated body or hash mismatch)."""
-
-
-class UnsupportedModelError(NotImplementedError):
-    """The zoo name is reserved for a model family rtmkit cannot build yet."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# The table
-# ----------------------------------------------------------------------------------------------------
-
-_MMDET = "https://download.openmmlab.com/mmdetection/v3.0/rtmdet/"
-_CSPNEXT = _MMDET + "cspnext_rsb_pretrain/"
-_MMROT = "https://download.openmmlab.com/mmrotate/v1.0/rotated_rtmdet/"
-_MMPOSE = "https://download.openmmlab.com/mmpose/v1/projects/"
-# The larger-model RTMDet files are GitHub release assets of orange0-jp (an OpenMMLab contributor); the
-# official mmdetection metafile and README link to exactly these URLs.
-_ORANGE = "https://github.com/orange0-jp/orange-weights/releases/download/"
-
-
-def _entry(name: str, url: str, sha256_prefix: str | None, task: str, metrics: dict[str, float], *,
-           config: str | None = None, supported: bool = True, notes: str = "") -> ZooEntry:
-    return ZooEntry(name=name, config=config or name, url=url, sha256_prefix=sha256_prefix, task=task,
-                    supported=supported, metrics=metrics, notes=notes)
-
-
-def _mmdet(config_stem: str, stamp: str) -> str:
-    """mmdetection layout: <base>/<config>/<config>_<date>_<time>-<hash>.pth."""
-    return f"{_MMDET}{config_stem}/{config_stem}_{stamp}.pth"
-
-
-def _mmrot(config_stem: str, sha: str) -> str:
-    """mmrotate layout: <base>/<config>/<config>-<hash>.pth."""
-    return f"{_MMROT}{config_stem}/{config_stem}-{sha}.pth"
-
-
-_COCO_AP_NOTE = ("box_ap from mmdet metafile.yml; box_ap_readme from the README table, measured after the "
-                 "test_cfg change of mmdetection PR #9494 (+0.1-0.3 AP)")
-_RESERVED_INS = "RTMDet-Ins (instance segmentation): reserved, rtmkit does not build the mask head yet"
-_RESERVED_ROT = "RTMDet-R (rotated boxes, DOTA-v1.0, 15 classes): reserved, rtmkit does not build it yet"
-_DOTA_METRICS_NOTE = "DOTA-v1.0 test server mmAP/mAP50/mAP75 from the mmrotate README"
-
-_ENTRIES: list[ZooEntry] = [
-    # ---- COCO detection (mmdet metafile.yml + README) ----
-    _entry("rtmdet-tiny", _mmdet("rtmdet_tiny_8xb32-300e_coco", "20220902_112414-78e30dcc"), "78e30dcc",
-           "detect", {"box_ap": 40.9, "box_ap_readme": 41.1}, notes=_COCO_AP_NOTE),
-    _entry("rtmdet-s", _mmdet("rtmdet_s_8xb32-300e_coco", "20220905_161602-387a891e"), "387a891e",
-           "detect", {"box_ap": 44.5, "box_ap_readme": 44.6}, notes=_COCO_AP_NOTE),
-    _entry("rtmdet-m", _mmdet("rtmdet_m_8xb32-300e_coco", "20220719_112220-229f527c"), "229f527c",
-           "detect", {"box_ap": 49.1, "box_ap_readme": 49.4}, notes=_COCO_AP_NOTE),
-    _entry("rtmdet-l", _mmdet("rtmdet_l_8xb32-300e_coco", "20220719_112030-5a0be7c4"), "5a0be7c4",
-           "detect", {"box_ap": 51.3, "box_ap_readme": 51.5}, notes=_COCO_AP_NOTE),
-    _entry("rtmdet-x", _mmdet("rtmdet_x_8xb32-300e_coco", "20220715_230555-cc79b9ae"), "cc79b9ae",
-           "detect", {"box_ap": 52.6, "box_ap_readme": 52.8}, notes=_COCO_AP_NOTE),
-    _entry("rtmdet-x-p6", _ORANGE + "v0.1.0rtmdet-p6/rtmdet_x_p6_4xb8-300e_coco-bf32be58.pth", "bf32be58",
-           "detect", {"box_ap": 54.9}, notes="P6 (strides 8-64), 1280 input; GitHub release linked by mmdet"),
-    # RTMDet-l with other backbones (mmdet metafile): reserved, rtmkit has only CSPNeXt backbones.
-    _entry("rtmdet-l-convnext-b",
-           _ORANGE + "v0.1.0rtmdet-swin-convnext/rtmdet_l_convnext_b_4xb32-100e_coco-d4731b3d.pth",
-           "d4731b3d", "detect", {"box_ap": 53.1}, supported=False,
-           notes="ConvNeXt-B backbone: reserved, rtmkit does not build this backbone"),
-    _entry("rtmdet-l-swin-b",
-           _ORANGE + "v0.1.0rtmdet-swin-convnext/rtmdet_l_swin_b_4xb32-100e_coco-0828ce5d.pth", "0828ce5d",
-           "detect", {"box_ap": 52.4}, supported=False,
-           notes="Swin-B backbone: reserved, rtmkit does not build this backbone"),
-    _entry("rtmdet-l-swin-b-p6",
-           _ORANGE + "v0.1.0rtmdet-swin-convnext/rtmdet_l_swin_b_p6_4xb16-100e_coco-a1486b6f.pth", "a1486b6f",
-           "detect", {"box_ap": 56.4}, supported=False,
-           notes="Swin-B backbone, P6, 1280 input: reserved, rtmkit does not build this backbone"),
-    # ---- Single-class detectors published with RTMPose (mmpose projects/rtmpose/README.md) ----
-    _entry("rtmdet-nano-person", _MMPOSE + "rtmpose/rtmdet_nano_8xb32-100e_coco-obj365-person-05d8511e.pth",
-           "05d8511e", "detect", {"box_ap": 40.3},
-           notes="person only, 320 input, trained on COCO+Objects365; box_ap = COCO person AP from the "
-                 "RTMPose README. The RTMPose CPU SDK (rtmpose-cpu.zip) exports an earlier file, "
-                 "rtmdet_nano_8xb32-300e_coco-person_in1kpretrain-96154d0b.pth, with no standalone URL"),
-    _entry("rtmdet-m-person", _MMPOSE + "rtmpose/rtmdet_m_8xb32-100e_coco-obj365-person-235e8209.pth",
-           "235e8209", "detect", {"box_ap": 62.5},
-           notes="RTMDet-m with num_classes=1 (person), 640 input, COCO+Objects365; box_ap = COCO person AP "
-                 "from the RTMPose README"),
-    _entry("rtmdet-nano-hand", _MMPOSE + "rtmposev1/rtmdet_nano_8xb32-300e_hand-267f9c8f.pth",
-           "267f9c8f", "detect", {"box_ap": 76.0},
-           notes="hand only, same network as rtmdet-nano-person, 320 input ('alpha version' upstream); "
-                 "box_ap on OneHand10K from the RTMPose README"),
-    # ---- COCO instance segmentation (mmdet metafile.yml): reserved ----
-    _entry("rtmdet-ins-tiny", _mmdet("rtmdet-ins_tiny_8xb32-300e_coco", "20221130_151727-ec670f7e"),
-           "ec670f7e", "segment", {"box_ap": 40.5, "mask_ap": 35.4}, supported=False, notes=_RESERVED_INS),
-    _entry("rtmdet-ins-s", _mmdet("rtmdet-ins_s_8xb32-300e_coco", "20221121_212604-fdc5d7ec"),
-           "fdc5d7ec", "segment", {"box_ap": 44.0, "mask_ap": 38.7}, supported=False, notes=_RESERVED_INS),
-    _entry("rtmdet-ins-m", _mmdet("rtmdet-ins_m_8xb32-300e_coco", "20221123_001039-6eba602e"),
-           "6eba602e", "segment", {"box_ap": 48.8, "mask_ap": 42.1}, supported=False, notes=_RESERVED_INS),
-    _entry("rtmdet-ins-l", _mmdet("rtmdet-ins_l_8xb32-300e_coco", "20221124_103237-78d1d652"),
-           "78d1d652", "segment", {"box_ap": 51.2, "mask_ap": 43.7}, supported=False, notes=_RESERVED_INS),
-    _entry("rtmdet-ins-x", _mmdet("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"),
-           "33d4595b", "segment", {"box_ap": 52.4, "mask_ap": 44.6}, supported=False, notes=_RESERVED_INS),
-    # ---- Rotated detection, DOTA-v1.0 / HRSC (mmrotate 1.x README): reserved ----
-    # Single-scale training, ImageNet-pretrained backbone. The mmrotate metafile lists mAP 75.60 for tiny
-    # (README: 75.36) and "Weights: todo" for all; the README URLs are used.
-    _entry("rtmdet-r-tiny", _mmrot("rotated_rtmdet_tiny-3x-dota", "9d821076"), "9d821076", "rotated",
-           {"dota_mmap": 47.37, "dota_map50": 75.36, "dota_map75": 50.64}, supported=False,
-           notes=_RESERVED_ROT),
-    _entry("rtmdet-r-s", _mmrot("rotated_rtmdet_s-3x-dota", "11f6ccf5"), "11f6ccf5", "rotated",
-           {"dota_mmap": 48.16, "dota_map50": 76.93, "dota_map75": 50.59}, supported=False,
-           notes=_RESERVED_ROT),
-    _entry("rtmdet-r-m", _mmrot("rotated_rtmdet_m-3x-dota", "beeadda6"), "beeadda6", "rotated",
-           {"dota_mmap": 50.56, "dota_map50": 78.24, "dota_map75": 54.47}, supported=False,
-           notes=_RESERVED_ROT),
-    _entry("rtmdet-r-l", _mmrot("rotated_rtmdet_l-3x-dota", "23992372"), "23992372", "rotated",
-           {"dota_mmap": 51.01, "dota_map50": 78.85, "dota_map75": 55.21}, supported=False,
-           notes=_RESERVED_ROT),
-    # Multi-scale + random-rotate training: same networks as above, so `config` names the size.
-    _entry("rtmdet-r-tiny-ms", _mmrot("rotated_rtmdet_tiny-3x-dota_ms", "f12286ff"), "f12286ff", "rotated",
-           {"dota_mmap": 53.59, "dota_map50": 79.82, "dota_map75": 58.87}, config="rtmdet-r-tiny",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
-    _entry("rtmdet-r-s-ms", _mmrot("rotated_rtmdet_s-3x-dota_ms", "20ead048"), "20ead048", "rotated",
-           {"dota_mmap": 54.43, "dota_map50": 79.98, "dota_map75": 60.07}, config="rtmdet-r-s",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
-    _entry("rtmdet-r-m-ms", _mmrot("rotated_rtmdet_m-3x-dota_ms", "c71eb375"), "c71eb375", "rotated",
-           {"dota_mmap": 55.00, "dota_map50": 80.26, "dota_map75": 61.26}, config="rtmdet-r-m",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
-    _entry("rtmdet-r-l-ms", _mmrot("rotated_rtmdet_l-3x-dota_ms", "2738da34"), "2738da34", "rotated",
-           {"dota_mmap": 55.52, "dota_map50": 80.54, "dota_map75": 61.47}, config="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
-    _entry("rtmdet-r-l-coco-ms", _mmrot("rotated_rtmdet_l-coco_pretrain-3x-dota_ms", "06d248a2"), "06d248a2",
-           "rotated", {"dota_mmap": 56.74, "dota_map50": 81.33, "dota_map75": 63.45}, config="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; COCO-pretrained, multi-scale training"),
-    _entry("rtmdet-r-l-aug", _mmrot("rotated_rtmdet_l-100e-aug-dota", "bc59fd88"), "bc59fd88", "rotated",
-           {"dota_mmap": 54.59, "dota_map50": 80.16, "dota_map75": 61.16}, config="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; 100 epochs with Mixup+Mosaic"),
-    _entry("rtmdet-r-tiny-hrsc", _mmrot("rotated_rtmdet_tiny-9x-hrsc", "9f2e3ca6"), "9f2e3ca6", "rotated",
-           {"hrsc_map07": 90.6, "hrsc_map12": 97.1}, supported=False,
-           notes="RTMDet-R tiny on HRSC2016 (1 class, 800 input): reserved, rtmkit does not build it yet"),
-    # ---- CSPNeXt ImageNet backbones (mmdet configs/rtmdet/classification/README.md) ----
-    # Keys are prefixed "backbone."; used to initialise training. The mmdet tiny/s detector configs point to
-    # hash-less copies (cspnext-tiny_imagenet_600e.pth, cspnext-s_imagenet_600e.pth) in the same folder.
-    _entry("cspnext-tiny", _CSPNEXT + "cspnext-tiny_imagenet_600e-3a2dd350.pth", "3a2dd350", "classify",
-           {"top1": 69.44, "top5": 89.45}, notes="ImageNet-1k, 224 input"),
-    _entry("cspnext-s", _CSPNEXT + "cspnext-s_imagenet_600e-ea671761.pth", "ea671761", "classify",
-           {"top1": 74.41, "top5": 92.23}, notes="ImageNet-1k, 224 input"),
-    _entry("cspnext-m", _CSPNEXT + "cspnext-m_8xb256-rsb-a1-600e_in1k-ecb3bbd9.pth", "ecb3bbd9", "classify",
-           {"top1": 79.27, "top5": 94.79}, notes="ImageNet-1k, 224 input, RSB-A1 recipe"),
-    _entry("cspnext-l", _CSPNEXT + "cspnext-l_8xb256-rsb-a1-600e_in1k-6a760974.pth", "6a760974", "classify",
-           {"top1": 81.30, "top5": 95.62}, notes="ImageNet-1k, 224 input, RSB-A1 recipe"),
-    _entry("cspnext-x", _CSPNEXT + "cspnext-x_8xb256-rsb-a1-600e_in1k-b3f78edd.pth", "b3f78edd", "classify",
-           {"top1": 82.10, "top5": 95.69}, notes="ImageNet-1k, 224 input, RSB-A1 recipe"),
-]
-
-ZOO: dict[str, ZooEntry] = {entry.name: entry for entry in _ENTRIES}
-if len(ZOO) != len(_ENTRIES):  # a duplicate name would silently shadow an entry
-    raise RuntimeError("duplicate names in the rtmkit model zoo table")
-
-
-def list_models(task: str | None = None) -> list[str]:
-    """Zoo names, in table order, optionally only those of one task ("detect", "segment", ...)."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return [name for name, entry in ZOO.items() if task is None or entry.task == task]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -336,12 +142,12 @@ def download(url: str, dest: Path, sha256_prefix: str | None = None, progress: b
 def _accepted_forms(spec: str) -> str:
     examples = ", ".join(list_models("detect")[:6])
     hint = ""
-    close = difflib.get_close_matches(spec.lower(), list(ZOO), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(spec.lower(), list(MODELS), n=3, cutoff=0.6)
     if close:
         hint = f"\nDid you mean: {', '.join(close)}?"
     return (f"weights={spec!r} is not an existing file, a zoo name or a URL. Accepted forms:\n"
             '  - a local checkpoint file: weights="path/to/checkpoint.pth"\n'
-            '  - a zoo name: weights="rtmdet-s" (all names: rtmkit.zoo.list_models())\n'
+            '  - a model name: weights="rtmdet-s" (all names: `rtmkit models`)\n'
             '  - an http(s):// or file:// URL: weights="https://.../model-1a2b3c4d.pth"\n'
             f"Some zoo names: {examples}.{hint}")
 
@@ -355,13 +161,6 @@ def _cached_download(url: str, sha256_prefix: str | None, progress: bool) -> Pat
         print(f"Cached {dest} does not match its SHA-256 prefix {sha256_prefix}; downloading it again.",
               file=sys.stderr)
     return download(url, dest, sha256_prefix=sha256_prefix, progress=progress)
-
-
-def _zoo_lookup(spec: str) -> ZooEntry | None:
-    if spec in ZOO:
-        return ZOO[spec]
-    # Be lenient about case and underscores ("RTMDet_s"), never about anything else.
-    return ZOO.get(spec.strip().lower().replace("_", "-"))
 
 
 def resolve_weights(spec: str | os.PathLike[str], progress: bool = True) -> Path:
@@ -393,12 +192,14 @@ def resolve_weights(spec: str | os.PathLike[str], progress: bool = True) -> Path
     if path.exists():
         raise FileNotFoundError(f"weights={spec!r} is a directory; expected a checkpoint file.")
 
-    entry = _zoo_lookup(spec)
+    entry: ModelEntry | None = lookup(spec)
     if entry is None:
         raise FileNotFoundError(_accepted_forms(spec))
+    if entry.weights is None:
+        raise FileNotFoundError(f"{entry.name!r} has no official weights: {entry.notes}. Pass a checkpoint file.")
     if not entry.supported:
         raise UnsupportedModelError(
-            f"{entry.name!r} is a reserved zoo name: its model family ({entry.task}) is not yet supported by "
-            f"rtmkit, so its weights are not fetched. {entry.notes}. Upstream file: {entry.url}")
-    return _cached_download(entry.url, entry.sha256_prefix, progress)
+            f"{entry.name!r} is a reserved name: its model family ({entry.task}) is not yet supported by "
+            f"rtmkit, so its weights are not fetched. {entry.notes}. Upstream file: {entry.weights.url}")
+    return _cached_download(entry.weights.url, entry.weights.sha256_prefix, progress)
 

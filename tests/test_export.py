@@ -112,7 +112,7 @@ def test_end2end_outputs_contract_and_no_cross_talk(nano, images, exported):
 
     sess = ort.InferenceSession(str(exported["e2e"]))
     assert [o.name for o in sess.get_outputs()] == ["dets", "labels"]
-    batch, _ = preprocess(images, 320, nano.cfg.mean, nano.cfg.std)
+    batch, _ = preprocess(images, 320, nano.cfg.data.mean, nano.cfg.data.std)
     dets, labels = sess.run(None, {"images": batch.numpy()})
     assert dets.shape == (4, 100, 5) and labels.shape == (4, 100) and labels.dtype == np.int64
     assert np.all(dets[1, :, 4] == 0) and np.all(labels[1] == -1)  # blank image: padding only
@@ -139,7 +139,7 @@ def test_dynamic_shapes_and_static_graph(nano, images, exported):
 def test_metadata_round_trip(nano, exported):
     meta = read_metadata(exported["e2e_u8"])
     assert meta["names"] == ["person"] and meta["imgsz"] == 320 and meta["strides"] == [8, 16, 32]
-    assert meta["mean"] == list(nano.cfg.mean) and meta["std"] == list(nano.cfg.std)
+    assert meta["mean"] == list(nano.cfg.data.mean) and meta["std"] == list(nano.cfg.data.std)
     assert meta["channel_order"] == "BGR" and meta["task"] == "detect" and meta["graph"] == "end2end"
     assert meta["normalized_in_graph"] is True and meta["input_dtype"] == "uint8"
     assert meta["nms"] == {"score_thr": 0.05, "iou_thr": 0.6, "max_det": 100, "agnostic": False}
@@ -224,7 +224,7 @@ def test_rtmkit_export_matches_official_openmmlab_export(nano, shared, exported)
     flips, total = 0, 0
     for name in files:
         img = cv2.imread(str(shared("data/coco_tiny/val2017") / name))
-        batch, _ = preprocess([img], 320, nano.cfg.mean, nano.cfg.std)
+        batch, _ = preprocess([img], 320, nano.cfg.data.mean, nano.cfg.data.std)
         d_off = official.run(None, {"input": batch.numpy()})[0][0]
         d_our = ours.run(None, {"images": batch.numpy()})[0][0]
         d_off, d_our = d_off[d_off[:, 4] > 0], d_our[d_our[:, 4] > 0]

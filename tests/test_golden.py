@@ -80,7 +80,7 @@ def test_preprocessed_batch_equals_reference(shared):
     inp = _load(shared("reference/common/coco_predict_inputs.pt"))
     cfg = get_config("rtmdet-tiny")
     images = [img.numpy() for img in inp["images"]]
-    batch, scales = preprocess(images, 640, cfg.mean, cfg.std)
+    batch, scales = preprocess(images, 640, cfg.data.mean, cfg.data.std)
     assert torch.equal(batch, inp["batch_inputs"])
     ref_scales = torch.tensor([m["scale_factor"] for m in inp["img_metas"]], dtype=torch.float64)
     assert torch.equal(scales, ref_scales)

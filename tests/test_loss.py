@@ -61,6 +61,22 @@ def _rel(a, b):
     return abs(a - b) / abs(b)
 
 
+def test_user_facing_loss_equals_golden(shared, golden, tmp_path, trained_step):
+    """``RTMDet(...).loss(images, targets)``: the task's criterion on ``model.net``, the same numbers."""
+    from rtmkit import RTMDet
+
+    weights = tmp_path / "tiny.pth"
+    torch.save({"state_dict": _load(shared("reference/det_tiny/state_dict.pt"))}, weights)
+    model = RTMDet("rtmdet-tiny", weights=weights, device="cpu")
+    model.net.train()
+    x = _load(shared("reference/common/noise_inputs.pt"))["loss_input"]
+    losses = model.loss(x, _targets(golden["gt_instances"]))
+    _, expected, _, _ = trained_step
+    for key in ("loss_cls", "loss_bbox"):
+        assert torch.equal(losses[key].detach(), expected[key].detach())
+        assert _rel(losses[key], golden["losses"][key]) <= 1e-4
+
+
 def test_golden_losses_and_per_level(golden, trained_step):
     _, losses, details, total = trained_step
     assert set(losses) == {"loss_cls", "loss_bbox"}

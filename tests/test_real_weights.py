@@ -57,7 +57,7 @@ def test_matches_official_onnx_export(shared, nano, person_images):
     for _, path in images:
         ours = nano.predict(path, **GRAPH_POST)[0]
         img = cv2.imread(path)
-        batch, scales = preprocess([img], 320, nano.cfg.mean, nano.cfg.std)
+        batch, scales = preprocess([img], 320, nano.cfg.data.mean, nano.cfg.data.std)
         dets = sess.run(None, {"input": batch.numpy()})[0][0]
         dets = dets[dets[:, 4] > 0]
         theirs = dets[:, :4] / np.tile(scales[0].numpy(), 2)

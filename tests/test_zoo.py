@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from rtmkit import zoo
-from rtmkit.zoo import ZOO, DownloadError, UnsupportedModelError, download, resolve_weights
+from rtmkit.catalog import MODELS, Pretrained
+from rtmkit.zoo import DownloadError, UnsupportedModelError, download, resolve_weights
+
+
+def _serve_weights(monkeypatch: pytest.MonkeyPatch, name: str, url: str, sha256_prefix: str | None) -> None:
+    """Point the table's weights of ``name`` at ``url`` for one test."""
+    entry = MODELS[name]
+    weights = Pretrained(url, sha256_prefix, entry.weights.metrics if entry.weights else {})
+    monkeypatch.setitem(MODELS, name, dataclasses.replace(entry, weights=weights))
 
 SLOW_DELAY_S = 2.0  # how long the "/slow/" route stalls; the client timeout in that test is far shorter
 
@@ -263,8 +271,7 @@ def test_zoo_name_downloads_once(
         server: _CountingServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src, data, sha = _hashed_file(server.root, "rtmdet_tiny_fake")
     url = f"{server.base_url}/{src.name}"
-    entry = dataclasses.replace(ZOO["rtmdet-tiny"], url=url, sha256_prefix=sha[:8])
-    monkeypatch.setitem(ZOO, "rtmdet-tiny", entry)
+    _serve_weights(monkeypatch, "rtmdet-tiny", url, sha[:8])
 
     path = resolve_weights("rtmdet-tiny", progress=False)
     assert path == cache / src.name and path.read_bytes() == data
@@ -276,8 +283,7 @@ def test_zoo_entry_hash_is_enforced(
         server: _CountingServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (server.root / "weights.pth").write_bytes(b"not the published file")
     url = f"{server.base_url}/weights.pth"
-    entry = dataclasses.replace(ZOO["rtmdet-s"], url=url, sha256_prefix="387a891e")
-    monkeypatch.setitem(ZOO, "rtmdet-s", entry)
+    _serve_weights(monkeypatch, "rtmdet-s", url, "387a891e")
     with pytest.raises(DownloadError, match="387a891e"):
         resolve_weights("rtmdet-s", progress=False)
     assert _leftovers(cache) == []
@@ -286,8 +292,8 @@ def test_zoo_entry_hash_is_enforced(
 def test_reserved_entry_is_refused_without_download(
         server: _CountingServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (server.root / "ins.pth").write_bytes(b"x")
-    entry = dataclasses.replace(ZOO["rtmdet-ins-s"], url=f"{server.base_url}/ins.pth")
-    monkeypatch.setitem(ZOO, "rtmdet-ins-s", entry)
+    sha = MODELS["rtmdet-ins-s"].weights.sha256_prefix
+    _serve_weights(monkeypatch, "rtmdet-ins-s", f"{server.base_url}/ins.pth", sha)
     with pytest.raises(UnsupportedModelError, match="not yet supported") as info:
         resolve_weights("rtmdet-ins-s", progress=False)
     assert isinstance(info.value, NotImplementedError)
@@ -326,7 +332,7 @@ def test_cache_dir_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_list_models() -> None:
-    assert zoo.list_models() == list(ZOO)
+    assert zoo.list_models() == list(MODELS)
     detect = zoo.list_models("detect")
     assert "rtmdet-s" in detect and "rtmdet-ins-s" not in detect
     assert zoo.list_models("segment") == [f"rtmdet-ins-{s}" for s in ("tiny", "s", "m", "l", "x")]
@@ -340,52 +346,57 @@ def test_list_models() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 def test_table_hashes_match_file_names() -> None:
-    for name, entry in ZOO.items():
-        match = re.search(r"-([0-9a-f]{8})\.pth$", entry.file_name)
-        assert entry.sha256_prefix == (match.group(1) if match else None), name
-        assert entry.file_name == entry.url.rsplit("/", 1)[1]
+    for name, entry in MODELS.items():
+        if entry.weights is None:
+            continue
+        match = re.search(r"-([0-9a-f]{8})\.pth$", entry.weights.file_name)
+        assert entry.weights.sha256_prefix == (match.group(1) if match else None), name
+        assert entry.weights.file_name == entry.weights.url.rsplit("/", 1)[1]
 
 
 def test_table_fields() -> None:
-    for name, entry in ZOO.items():
-        assert entry.name == name
-        assert entry.url.startswith("https://"), name
-        assert entry.task in zoo.TASKS, name
-        assert entry.metrics and all(isinstance(v, float) for v in entry.metrics.values()), name
-        if entry.task == "detect":
-            assert entry.config == entry.name, name
+    from rtmkit.config import TASKS
+
+    for name, entry in MODELS.items():
+        assert entry.name == name and entry.task in TASKS, name
+        if entry.config is not None:  # a buildable name: its config says what the table says
+            assert entry.config.name == entry.arch and entry.config.task == entry.task, name
+        if entry.arch != name:  # "<arch>.<tag>": other weights for a listed architecture
+            assert name.startswith(entry.arch + ".") and entry.arch in MODELS, name
+        if entry.weights is None:
+            assert entry.config is not None and entry.notes, name  # say why there are no weights
+            continue
+        assert entry.weights.url.startswith("https://"), name
+        assert entry.weights.metrics and all(isinstance(v, float) for v in entry.weights.metrics.values()), name
         if entry.task in ("segment", "rotated"):
             assert not entry.supported, name  # rtmkit builds neither masks nor rotated boxes yet
-    file_names = [entry.file_name for entry in ZOO.values()]
+    file_names = [entry.weights.file_name for entry in MODELS.values() if entry.weights is not None]
     assert len(set(file_names)) == len(file_names)  # distinct files in the flat cache folder
 
 
 def test_table_has_every_official_detector() -> None:
-    from rtmkit.config import CONFIGS
+    from rtmkit.catalog import CONFIGS
 
     for size in ("tiny", "s", "m", "l", "x", "x-p6"):
-        entry = ZOO[f"rtmdet-{size}"]
+        entry = MODELS[f"rtmdet-{size}"]
         assert entry.supported and entry.task == "detect"
-        assert entry.config in CONFIGS
-    assert ZOO["rtmdet-x-p6"].metrics["box_ap"] == 54.9
-    assert ZOO["rtmdet-nano-person"].supported and ZOO["rtmdet-nano-person"].config in CONFIGS
-    assert ZOO["rtmdet-tiny"].url == (
+        assert entry.arch in CONFIGS and entry.weights is not None
+    assert MODELS["rtmdet-x-p6"].weights.metrics["box_ap"] == 54.9
+    assert MODELS["rtmdet-nano-person"].supported and MODELS["rtmdet-nano-person"].arch in CONFIGS
+    assert MODELS["rtmdet-tiny"].weights.url == (
         "https://download.openmmlab.com/mmdetection/v3.0/rtmdet/rtmdet_tiny_8xb32-300e_coco/"
         "rtmdet_tiny_8xb32-300e_coco_20220902_112414-78e30dcc.pth")
 
 
-def test_zoo_module_imports_only_stdlib_and_tqdm() -> None:
-    # The CLI imports zoo to list models: it must not pull in torch or rtmkit's model code.
-    import ast
+def test_zoo_and_catalog_do_not_import_torch() -> None:
+    # The CLI imports the table and the downloader to list models: they must not pull in torch or model code.
+    import subprocess
     import sys
 
-    tree = ast.parse(Path(zoo.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
-    assert imported - sys.stdlib_module_names == {"tqdm"}
-    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))
+    code = ("import sys, rtmkit.zoo, rtmkit.catalog; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'cv2')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_rtmdet_weights_true_downloads_real_checkpoint(
@@ -401,9 +412,7 @@ def test_rtmdet_weights_true_downloads_real_checkpoint(
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     served = server.root / f"rtmdet_nano_person-{sha[:8]}.pth"
     shutil.copyfile(src, served)
-    entry = dataclasses.replace(ZOO["rtmdet-nano-person"], url=f"{server.base_url}/{served.name}",
-                                sha256_prefix=sha[:8])
-    monkeypatch.setitem(ZOO, "rtmdet-nano-person", entry)
+    _serve_weights(monkeypatch, "rtmdet-nano-person", f"{server.base_url}/{served.name}", sha[:8])
 
     image = str(shared("data/coco_tiny/val2017/000000300039.jpg"))
     downloaded = RTMDet("rtmdet-nano-person", weights=True, device="cpu")

@@ -78,9 +78,10 @@ def _fill(canvas: np.ndarray, poly: np.ndarray, value) -> None:
     cv2.fillPoly(canvas, pts, value, lineType=cv2.LINE_8, shift=4)
 
 
-def draw_shapes_image(rng: np.random.Generator, size: int = 320, max_objects: int = 6, empty: bool = False
-                      ) -> tuple[np.ndarray, list[dict]]:
-    """One image and its objects: dicts with ``label`` (0-2), ``rbox``, ``mask`` (HxW bool of the visible part)."""
+def draw_shapes_image(rng: np.random.Generator, size: int = 320, max_objects: int = 6, empty: bool = False,
+                      scale: tuple[float, float] = (0.12, 0.45)) -> tuple[np.ndarray, list[dict]]:
+    """One image and its objects: dicts with ``label`` (0-2), ``rbox``, ``mask`` (HxW bool of the visible part).
+    ``scale``: the range of an object's long side as a fraction of ``size``."""
     img = _background(rng, size)
     ids = np.zeros((size, size), np.int32)  # 0 = background, k = object k-1
     objects: list[dict] = []
@@ -88,7 +89,7 @@ def draw_shapes_image(rng: np.random.Generator, size: int = 320, max_objects: in
     for _ in range(n):
         for _attempt in range(20):
             label = int(rng.integers(0, len(SHAPE_CLASSES)))
-            w = rng.uniform(0.12, 0.45) * size
+            w = rng.uniform(*scale) * size
             h = w * rng.uniform(0.4, 1.0)
             angle = rng.uniform(-math.pi / 2, math.pi / 2)
             r = math.hypot(w, h) / 2
@@ -132,7 +133,8 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict | None:
 
 
 def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: int = 20, size: int = 320,
-                        seed: int = 0, max_objects: int = 6) -> dict[str, Path]:
+                        seed: int = 0, max_objects: int = 6, scale: tuple[float, float] = (0.12, 0.45)
+                        ) -> dict[str, Path]:
     """Write the shapes dataset under ``root`` (see the module docstring); returns the paths ``root``,
     ``train_json``, ``train_images``, ``val_json``, ``val_images``."""
     root = Path(root)
@@ -145,7 +147,7 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: i
         images, anns = [], []
         for i in range(count):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            img, objects = draw_shapes_image(rng, size, max_objects, empty=(i % 10 == 9))
+            img, objects = draw_shapes_image(rng, size, max_objects, empty=(i % 10 == 9), scale=scale)
             name = f"{i:06d}.png"
             cv2.imwrite(str(img_dir / name), img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             images.append({"id": i + 1, "file_name": name, "width": size, "height": size})

@@ -40,15 +40,15 @@ class DetectionTask:
                       epoch: int) -> TrainDataset:
         """The recipe's pipeline for this size; uint8 images (4x less data from the workers, normalised on the
         training device)."""
-        return TrainDataset(dataset, self.cfg.size, self.cfg.input_size, seed, max_epochs=epochs,
-                            stage2_epochs=stage2_epochs, epoch=epoch, mean=self.cfg.mean, std=self.cfg.std,
+        return TrainDataset(dataset, self.cfg.size, self.cfg.data.input_size, seed, max_epochs=epochs,
+                            stage2_epochs=stage2_epochs, epoch=epoch, mean=self.cfg.data.mean, std=self.cfg.data.std,
                             normalize=False)
 
     def predictor(self, net: nn.Module) -> Predictor:
         """The pipeline ``rtmkit val`` runs (BN-folded, channels-last), so validation AP equals ``rtmkit val``'s."""
         names = dict(enumerate(self.cfg.class_names or (f"class{i}" for i in range(self.cfg.num_classes))))
-        return Predictor(TorchBackend(net), names, mean=self.cfg.mean, std=self.cfg.std,
-                         pad_value=self.cfg.pad_value, input_size=self.cfg.input_size,
+        return Predictor(TorchBackend(net), names, mean=self.cfg.data.mean, std=self.cfg.data.std,
+                         pad_value=self.cfg.data.pad_value, input_size=self.cfg.data.input_size,
                          max_stride=max(self.cfg.strides))
 
     def evaluate(self, predictor: Predictor, dataset: DetectionDataset, *, batch: int) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from ..allocator import keep_freed_memory
+from ..catalog import get_config
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
-from ..config import get_config
 from ..data.loader import normalize_batch
 from ..device import select_device
 from ..runs import increment_dir
@@ -328,9 +328,9 @@ class Trainer:
             if i == 0 and epoch < 2 and self.dist.is_main:  # what the network actually sees, per stage
                 from ..plots import plot_train_batch
 
-                plot_train_batch(images, targets, cfg.mean, cfg.std, dict(enumerate(cfg.class_names)),
+                plot_train_batch(images, targets, cfg.data.mean, cfg.data.std, dict(enumerate(cfg.class_names)),
                                  self.save_dir / f"train_batch_epoch{epoch + 1}.jpg")
-            images = normalize_batch(images, cfg.mean, cfg.std, device)
+            images = normalize_batch(images, cfg.data.mean, cfg.data.std, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             if i % a.accumulate == 0:
                 self.schedule.apply(opt, self.it)

@@ -161,7 +161,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     """
     onnx = _require_onnx()
 
-    size = imgsz or cfg.input_size
+    size = imgsz or cfg.data.input_size
     step = max(net.bbox_head.strides)
     if size % step:
         raise ValueError(f"imgsz must be a multiple of {step}, got {size}")
@@ -171,7 +171,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     path = Path(file)
     path.parent.mkdir(parents=True, exist_ok=True)
     device = next(net.parameters()).device
-    model = ExportModel(net, cfg.mean, cfg.std, normalize, nms, post).eval()
+    model = ExportModel(net, cfg.data.mean, cfg.data.std, normalize, nms, post).eval()
     dtype = torch.uint8 if normalize else (torch.float16 if half else torch.float32)
     if half:
         if device.type == "cpu":
@@ -199,12 +199,12 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     _set_metadata(path, {
         "rtmkit_version": __version__, "format_version": EXPORT_FORMAT_VERSION, "task": "detect",
         "model": cfg.name, "config": cfg.to_dict(), "names": list(class_names), "imgsz": size,
-        "strides": list(net.bbox_head.strides), "mean": list(cfg.mean), "std": list(cfg.std),
+        "strides": list(net.bbox_head.strides), "mean": list(cfg.data.mean), "std": list(cfg.data.std),
         "channel_order": "BGR", "input_dtype": "uint8" if normalize else ("float16" if half else "float32"),
         "normalized_in_graph": normalize, "graph": "end2end" if nms else "raw", "dynamic": dynamic, "batch": batch,
         "nms": {"score_thr": post.score_thr, "iou_thr": post.iou_thr, "max_det": post.max_per_img,
                 "agnostic": post.agnostic} if nms else None,
-        "padding": {"value": cfg.pad_value, "where": "bottom-right", "resize": "keep-ratio, OpenCV bilinear"},
+        "padding": {"value": cfg.data.pad_value, "where": "bottom-right", "resize": "keep-ratio, OpenCV bilinear"},
         "simplified": simplified,
     })
     onnx.checker.check_model(str(path))

@@ -24,14 +24,14 @@ class RTMDetNet(nn.Module):
     def __init__(self, cfg: RTMDetConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = CSPNeXt(cfg.arch, cfg.deepen_factor, cfg.widen_factor, depthwise=cfg.depthwise,
-                                expand_ratio=cfg.expand_ratio, channel_attention=cfg.channel_attention)
-        self.neck = CSPNeXtPAFPN(cfg.neck_in_channels, cfg.feat_channels, cfg.neck_blocks,
-                                 depthwise=cfg.depthwise, expand_ratio=cfg.expand_ratio)
-        self.bbox_head = RTMDetSepBNHead(cfg.num_classes, cfg.feat_channels, cfg.feat_channels, cfg.strides,
-                                         stacked_convs=cfg.stacked_convs, share_conv=cfg.share_conv,
-                                         exp_on_reg=cfg.exp_on_reg, depthwise=cfg.depthwise,
-                                         pred_kernel_size=cfg.pred_kernel_size)
+        self.backbone = CSPNeXt(cfg.net.arch, cfg.net.deepen_factor, cfg.net.widen_factor, depthwise=cfg.net.depthwise,
+                                expand_ratio=cfg.net.expand_ratio, channel_attention=cfg.net.channel_attention)
+        self.neck = CSPNeXtPAFPN(cfg.net.neck_in_channels, cfg.net.feat_channels, cfg.net.neck_blocks,
+                                 depthwise=cfg.net.depthwise, expand_ratio=cfg.net.expand_ratio)
+        self.bbox_head = RTMDetSepBNHead(cfg.num_classes, cfg.net.feat_channels, cfg.net.feat_channels, cfg.strides,
+                                         stacked_convs=cfg.net.stacked_convs, share_conv=cfg.net.share_conv,
+                                         exp_on_reg=cfg.net.exp_on_reg, depthwise=cfg.net.depthwise,
+                                         pred_kernel_size=cfg.net.pred_kernel_size)
 
     @property
     def strides(self) -> tuple[int, ...]:
