@@ -59,7 +59,7 @@ class UnsupportedModelError(NotImplementedError):
 # Architectures
 # ----------------------------------------------------------------------------------------------------
 
-def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, exp_on_reg: bool, *,
+def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, *, exp_on_reg: bool,
          num_classes: int = 80, class_names: tuple[str, ...] | None = None, input_size: int = 640,
          eval: PostprocessConfig | None = None, **net: Any) -> RTMDetConfig:
     return RTMDetConfig(name=name, task="detect", size=size, num_classes=num_classes, class_names=class_names,
@@ -70,21 +70,21 @@ def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, ex
 
 _PERSON_EVAL = PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)
 _CONFIGS: dict[str, RTMDetConfig] = {c.name: c for c in (
-    _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, False),
-    _det("rtmdet-s", "s", 0.33, 0.5, 1, False),
-    _det("rtmdet-m", "m", 0.67, 0.75, 2, True),
-    _det("rtmdet-l", "l", 1.0, 1.0, 3, True),
-    _det("rtmdet-x", "x", 1.33, 1.25, 4, True),
-    _det("rtmdet-x-p6", "x", 1.33, 1.25, 4, True, arch="P6", input_size=1280),
+    _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, exp_on_reg=False),
+    _det("rtmdet-s", "s", 0.33, 0.5, 1, exp_on_reg=False),
+    _det("rtmdet-m", "m", 0.67, 0.75, 2, exp_on_reg=True),
+    _det("rtmdet-l", "l", 1.0, 1.0, 3, exp_on_reg=True),
+    _det("rtmdet-x", "x", 1.33, 1.25, 4, exp_on_reg=True),
+    _det("rtmdet-x-p6", "x", 1.33, 1.25, 4, exp_on_reg=True, arch="P6", input_size=1280),
     # RTMPose's detectors: depthwise convs everywhere, unshared head convs, 320 input. rtmdet-nano is that network
     # with COCO's 80 classes (no official weights; fast training from scratch on small data, edge devices).
-    _det("rtmdet-nano", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, input_size=320),
-    _det("rtmdet-nano-person", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
+    _det("rtmdet-nano", "nano", 0.33, 0.25, 1, exp_on_reg=False, depthwise=True, share_conv=False, input_size=320),
+    _det("rtmdet-nano-person", "nano", 0.33, 0.25, 1, exp_on_reg=False, depthwise=True, share_conv=False, num_classes=1,
          input_size=320, class_names=("person",), eval=_PERSON_EVAL),
-    _det("rtmdet-nano-hand", "nano", 0.33, 0.25, 1, False, depthwise=True, share_conv=False, num_classes=1,
+    _det("rtmdet-nano-hand", "nano", 0.33, 0.25, 1, exp_on_reg=False, depthwise=True, share_conv=False, num_classes=1,
          input_size=320, class_names=("hand",), eval=_PERSON_EVAL),
     # RTMPose's larger person detector: rtmdet-m with one class.
-    _det("rtmdet-m-person", "m", 0.67, 0.75, 2, True, num_classes=1, class_names=("person",)),
+    _det("rtmdet-m-person", "m", 0.67, 0.75, 2, exp_on_reg=True, num_classes=1, class_names=("person",)),
 )}
 
 

@@ -1,4 +1,4 @@
-"""COCO box evaluation with pycocotools (the reference's evaluator).
+"""COCO evaluation with pycocotools (the reference's evaluator): boxes, and masks given as RLE.
 
 Predictions are exported as the reference does (fact sheet F): [x1, y1, x2 - x1, y2 - y1], label -> category id.
 """
@@ -54,9 +54,12 @@ def to_coco_detections(image_id: int, boxes: np.ndarray, scores: np.ndarray, lab
 
 def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image_ids: Iterable[int] | None = None,
                   category_ids: Iterable[int] | None = None, verbose: bool = False,
-                  return_precision: bool = False) -> dict[str, Any]:
-    """pycocotools COCOeval (bbox) on the given detections; returns the 12 summary numbers and per-class AP
-    (and, with ``return_precision``, COCOeval's precision array [T, R, K, A, M] for PR curves)."""
+                  return_precision: bool = False, iou_type: str = "bbox") -> dict[str, Any]:
+    """pycocotools COCOeval on the given detections; returns the 12 summary numbers and per-class AP (and, with
+    ``return_precision``, COCOeval's precision array [T, R, K, A, M] for PR curves). ``iou_type``: ``"bbox"``, or
+    ``"segm"`` for detections carrying a COCO RLE ``segmentation``."""
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     COCO, COCOeval = _require_pycocotools()
     data = json.loads(Path(gt).read_text()) if not isinstance(gt, dict) else copy.deepcopy(gt)
     data.setdefault("info", {})
@@ -66,8 +69,9 @@ def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image
         coco_gt = COCO()
         coco_gt.dataset = data
         coco_gt.createIndex()
-        coco_dt = coco_gt.loadRes(detections) if detections else COCO()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        # loadRes adds fields to the dicts it is given (area, bbox, id): hand it copies, not the caller's list
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections]) if detections else COCO()
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
         if image_ids is not None:
             ev.params.imgIds = sorted(set(image_ids))
         if category_ids is not None:

@@ -197,7 +197,7 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     from .. import __version__
 
     _set_metadata(path, {
-        "rtmkit_version": __version__, "format_version": EXPORT_FORMAT_VERSION, "task": "detect",
+        "rtmkit_version": __version__, "format_version": EXPORT_FORMAT_VERSION, "task": cfg.task,
         "model": cfg.name, "config": cfg.to_dict(), "names": list(class_names), "imgsz": size,
         "strides": list(net.bbox_head.strides), "mean": list(cfg.data.mean), "std": list(cfg.data.std),
         "channel_order": "BGR", "input_dtype": "uint8" if normalize else ("float16" if half else "float32"),

@@ -34,8 +34,8 @@ class CSPNeXt(nn.Module):
             layers: list[nn.Module] = [conv_block(cin, cout, 3, stride=2, depthwise=depthwise)]
             if use_spp:
                 layers.append(SPPBottleneck(cout, cout))
-            layers.append(CSPLayer(cout, cout, num_blocks, add_identity, channel_attention,
-                                   depthwise=depthwise, expand_ratio=expand_ratio))
+            layers.append(CSPLayer(cout, cout, num_blocks, add_identity=add_identity,
+                                   channel_attention=channel_attention, depthwise=depthwise, expand_ratio=expand_ratio))
             self.add_module(f"stage{i}", nn.Sequential(*layers))
             self.stage_names.append(f"stage{i}")
 

@@ -86,7 +86,7 @@ class SPPBottleneck(nn.Module):
 class CSPNeXtBlock(nn.Module):
     """3x3 conv, then a 5x5 depthwise-separable conv, with an optional residual."""
 
-    def __init__(self, channels: int, add_identity: bool, depthwise: bool = False):
+    def __init__(self, channels: int, *, add_identity: bool, depthwise: bool = False):
         super().__init__()
         self.conv1 = conv_block(channels, channels, 3, depthwise=depthwise)
         self.conv2 = DepthwiseSeparableConv(channels, channels, 5)
@@ -100,14 +100,15 @@ class CSPNeXtBlock(nn.Module):
 class CSPLayer(nn.Module):
     """Cross-stage partial layer: a main path through CSPNeXt blocks and a 1x1 shortcut, concatenated."""
 
-    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, add_identity: bool,
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, *, add_identity: bool,
                  channel_attention: bool, depthwise: bool = False, expand_ratio: float = 0.5):
         super().__init__()
         mid = int(out_channels * expand_ratio)
         self.main_conv = ConvBNAct(in_channels, mid, 1)
         self.short_conv = ConvBNAct(in_channels, mid, 1)
         self.final_conv = ConvBNAct(2 * mid, out_channels, 1)
-        self.blocks = nn.Sequential(*[CSPNeXtBlock(mid, add_identity, depthwise) for _ in range(num_blocks)])
+        self.blocks = nn.Sequential(*[CSPNeXtBlock(mid, add_identity=add_identity, depthwise=depthwise)
+                                      for _ in range(num_blocks)])
         self.attention = ChannelAttention(2 * mid) if channel_attention else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
