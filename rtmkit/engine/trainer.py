@@ -183,12 +183,18 @@ class Trainer:
     def _checkpoint(self, path: Path, epoch: int, history: list[dict]) -> None:
         """EMA weights as the MMDetection-style ``state_dict``; everything needed to resume under ``train_state``."""
         net = self.net
-        state = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "ema": self.ema.state_dict(),
+        model_state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        ema_state = self.ema.module.state_dict()
+        bad = _non_finite(model_state) + [f"ema: {k}" for k in _non_finite(ema_state)]
+        if bad:  # never leave a checkpoint that would silently detect nothing
+            raise TrainingError(f"refusing to write {path}: {len(bad)} tensors are not finite ({', '.join(bad[:5])}"
+                                f"{', ...' if len(bad) > 5 else ''}); {self._last_good()}. Try a lower --lr.")
+        state = {"model": model_state, "ema": self.ema.state_dict(),
                  "optimizer": self.opt.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                  "epoch": epoch, "iter": self.it, "best_fitness": self.best, "bad_epochs": self.bad_epochs,
                  "rng": _rng_state(), "args": _plain(self.args.to_dict()), "history": _plain(history)}
-        save_checkpoint(path, self.ema.module.state_dict(), class_names=list(self.task.cfg.class_names or ()),
+        save_checkpoint(path, ema_state, class_names=list(self.task.cfg.class_names or ()),
                         config=self.task.cfg.to_dict(), extra={"train_state": state})
 
     # ------------------------------------------------------------------ main loop
@@ -318,6 +324,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = 0
         bad_steps = 0
+        bn_stats = _BatchNormStats(net)
         bar = loader
         if self.dist.is_main:
             from tqdm import tqdm
@@ -334,25 +341,30 @@ class Trainer:
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             if i % a.accumulate == 0:
                 self.schedule.apply(opt, self.it)
+            # A training-mode forward updates BatchNorm's running statistics before the loss is known: keep a
+            # copy, so that a skipped step leaves no trace in the model (or in the checkpoints written later).
+            bn_saved = bn_stats.save()
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 losses = self.loss_module(images, targets)
             total = sum(losses.values())
-            # Every rank must agree to skip a step, or DDP's gradient all-reduce would diverge.
-            finite = torch.tensor([float(torch.isfinite(total).item())], device=device)
-            if self.dist.enabled:
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if finite.item() == 0:
+            problem = None if self._all_ranks_agree(torch.isfinite(total)) else "non-finite loss"
+            if problem is None:
+                scaled = total / a.accumulate
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                # fp16 overflow is the scaler's to handle (it skips that step and lowers its scale)
+                if scaler is None and not self._all_ranks_agree(_grads_finite(net)):
+                    problem = "non-finite gradients"
+            if problem is not None:
                 bad_steps += 1
-                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
-                self._log(f"warning: non-finite loss at epoch {epoch + 1}, step {self.it} ({detail}): step skipped")
+                bn_stats.restore(bn_saved)
                 opt.zero_grad(set_to_none=True)
+                detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
+                self._log(f"warning: {problem} at epoch {epoch + 1}, step {self.it} ({detail}): step skipped")
                 if bad_steps >= 3:
-                    raise TrainingError(f"non-finite losses in {bad_steps} steps of epoch {epoch + 1} (last at step "
-                                        f"{self.it}: {detail}); the last good checkpoint is {self.save_dir}/weights/"
-                                        "last.pt. Try a lower --lr or disable --amp.")
+                    raise TrainingError(f"{problem}s in {bad_steps} steps of epoch {epoch + 1} (last at step "
+                                        f"{self.it}: {detail}); {self._last_good()}. Try a lower --lr or disable "
+                                        "--amp.")
                 continue
-            scaled = total / a.accumulate
-            (scaler.scale(scaled) if scaler is not None else scaled).backward()
             if (i + 1) % a.accumulate == 0 or i + 1 == len(loader):
                 if scaler is not None:
                     scaler.step(opt)
@@ -369,6 +381,19 @@ class Trainer:
                 shown = {k: f"{s / count:.4f}" for k, s in sums.items()}
                 bar.set_postfix(shown | {"lr": f"{opt.param_groups[0]['lr']:.2e}"})
         return {k: s / max(count, 1) for k, s in sums.items()}
+
+    def _all_ranks_agree(self, ok: torch.Tensor) -> bool:
+        """``ok`` on every rank (ranks must skip a step together, or DDP's gradient all-reduce would diverge)."""
+        flag = ok.detach().reshape(1).to(self.device, torch.float32)
+        if self.dist.enabled:
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        return bool(flag.item() > 0)
+
+    def _last_good(self) -> str:
+        last = self.save_dir / "weights" / "last.pt"
+        if last.is_file():
+            return f"the last good checkpoint is {last} (all its tensors finite)"
+        return "no checkpoint was written yet (the first epoch did not finish)"
 
     # ------------------------------------------------------------------ resume and outputs
     def _resume_state(self) -> dict[str, Any] | None:
@@ -410,6 +435,36 @@ class Trainer:
             (self.save_dir / "per_class_ap.csv").write_text("\n".join(lines) + "\n")
             if "precision" in metrics:
                 plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")
+
+
+class _BatchNormStats:
+    """Save and restore the running statistics of every BatchNorm of a module (a few hundred small tensors)."""
+
+    def __init__(self, net: nn.Module):
+        self.tensors = [t for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                        for t in (m.running_mean, m.running_var, m.num_batches_tracked) if t is not None]
+
+    def save(self) -> list[torch.Tensor]:
+        return [t.clone() for t in self.tensors]
+
+    def restore(self, saved: list[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for t, s in zip(self.tensors, saved):
+                t.copy_(s)
+
+
+def _grads_finite(net: nn.Module) -> torch.Tensor:
+    """One fused norm over all gradients: inf or NaN anywhere makes it non-finite."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return torch.tensor(True)
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    norm = total_norm(grads) if total_norm is not None else torch.stack(torch._foreach_norm(grads)).norm()
+    return torch.isfinite(norm)
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _plain(obj: Any) -> Any:

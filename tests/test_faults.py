@@ -1,0 +1,89 @@
+"""Faults must never leave a silently wrong file: poisoned batches, divergent learning rates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtmkit.checkpoint import load_checkpoint_file
+from rtmkit.data.synthetic import make_shapes_dataset
+from rtmkit.engine import trainer as trainer_module
+from rtmkit.engine.trainer import TrainArgs, Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=16, num_val=4, size=128, seed=0)
+
+
+def _args(shapes, tmp_path, name, **kw) -> TrainArgs:
+    base = dict(model="rtmdet-tiny", data=str(shapes["train_json"]), val=None, epochs=1, batch=4, imgsz=128,
+                lr=0.002, warmup_iters=2, workers=0, project=str(tmp_path / "runs"), name=name, deterministic=True)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = load_checkpoint_file(path)
+    out = {f"state_dict.{k}": v for k, v in ckpt["state_dict"].items()}
+    out.update({f"model.{k}": v for k, v in ckpt["train_state"]["model"].items()})
+    return out
+
+
+POISONED = 2  # the third batch of the epoch
+
+
+def test_poisoned_batch_leaves_no_trace(shapes, tmp_path, monkeypatch, capsys):
+    """A batch of NaN pixels: the step is skipped and reported, and the saved weights, BN statistics and EMA are
+    finite and equal to those of a run that never saw that batch (before the fix, the skipped forward pass had
+    already written NaN into BatchNorm's running statistics)."""
+    real_normalize = trainer_module.normalize_batch
+    calls = {"n": 0}
+
+    def poisoned(images, *args, **kw):
+        out = real_normalize(images, *args, **kw)
+        calls["n"] += 1
+        return out * float("nan") if calls["n"] == POISONED + 1 else out
+
+    monkeypatch.setattr(trainer_module, "normalize_batch", poisoned)
+    run_a = Path(Trainer(_args(shapes, tmp_path, "poisoned")).fit()["save_dir"])
+    assert "non-finite loss at epoch 1, step 2" in capsys.readouterr().out
+    monkeypatch.setattr(trainer_module, "normalize_batch", real_normalize)
+
+    real_build = Trainer._build_loader
+
+    class Skipping:  # the same loader, without the poisoned batch, reporting the same length (same schedule)
+        def __init__(self, loader):
+            self.loader, self.sampler = loader, loader.sampler
+
+        def __len__(self):
+            return len(self.loader)
+
+        def __iter__(self):
+            return (b for i, b in enumerate(self.loader) if i != POISONED)
+
+    monkeypatch.setattr(Trainer, "_build_loader", lambda self, ds: Skipping(real_build(self, ds)))
+    run_b = Path(Trainer(_args(shapes, tmp_path, "skipped")).fit()["save_dir"])
+
+    a, b = _tensors(run_a / "weights" / "last.pt"), _tensors(run_b / "weights" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            assert torch.isfinite(a[k]).all(), k
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_divergent_learning_rate_never_writes_a_non_finite_checkpoint(shapes, tmp_path):
+    with pytest.raises(TrainingError) as err:
+        Trainer(_args(shapes, tmp_path, "diverge", epochs=3, lr=1e12, warmup_iters=0, optimizer="SGD")).fit()
+    message = str(err.value)
+    assert "non-finite" in message or "not finite" in message
+    for path in (tmp_path / "runs").rglob("*.pt"):
+        for k, v in _tensors(path).items():
+            if v.is_floating_point():
+                assert torch.isfinite(v).all(), (path, k)
+    if "last good checkpoint is" in message:  # a checkpoint it names must exist and be the finite one above
+        named = Path(message.split("last good checkpoint is ")[1].split(" ")[0])
+        assert named.is_file()
