@@ -192,11 +192,13 @@ class RTMDet:
     # ------------------------------------------------------------------ evaluation
     def val(self, data: str | os.PathLike, images: str | os.PathLike | None = None, *, batch: int = 8,
             imgsz: int | None = None, image_ids: list[int] | None = None, save_json: str | os.PathLike | None = None,
-            verbose: bool = False, fuse: bool = True) -> dict[str, Any]:
+            verbose: bool = False, fuse: bool = True, map_classes_by_order: bool = False) -> dict[str, Any]:
         """COCO box metrics, always with the ``eval`` preset (the config's test_cfg), by the same evaluator the
         trainer uses. ``data``: a COCO json (scored against the file itself), a YOLO data.yaml (its ``val`` split)
         or a folder holding either. ``images``: the image folder of a json (default: found next to it, COCO
-        layout). Returns AP, AP50, ... and ``per_class_AP`` by class name."""
+        layout). Model classes map to the categories by name; when the names differ, ``map_classes_by_order=True``
+        maps class i to the i-th category by id (otherwise that is an error). Returns AP, AP50, ...,
+        ``per_class_AP`` by class name and ``class_mapping`` (the mapping used, in words)."""
         from .data.datasets import load_dataset
         from .eval.detection import evaluate
 
@@ -206,7 +208,7 @@ class RTMDet:
             wanted = set(image_ids)
             dataset.records = [r for r in dataset.records if r["image_id"] in wanted]
         stats = evaluate(self.predictor(fuse), dataset, post=self.postprocess_config("eval"), batch=batch,
-                         imgsz=imgsz, save_json=save_json, verbose=verbose)
+                         imgsz=imgsz, save_json=save_json, verbose=verbose, map_classes_by_order=map_classes_by_order)
         stats.pop("precision", None)
         return stats
 

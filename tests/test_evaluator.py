@@ -89,8 +89,13 @@ def test_cli_val_takes_yaml_and_folder(tmp_path, shared, capsys):
             lines.append(f"0 {cx:.6f} {cy:.6f} {w / im['width']:.6f} {h / im['height']:.6f}")
         (root / "labels" / "val" / (Path(im["file_name"]).stem + ".txt")).write_text("\n".join(lines))
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames: ['balloon']\n")
+    # the person model on balloons: names differ, so a mapping by order must be asked for
+    assert cli_main(["val", "--model", "rtmdet-nano-person", "--weights", str(shared(NANO)), "--data",
+                     str(root / "data.yaml"), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert "'person' are not among the annotation categories ('balloon')" in err and "--map-classes-by-order" in err
     for data_arg in (root / "data.yaml", root):
         assert cli_main(["val", "--model", "rtmdet-nano-person", "--weights", str(shared(NANO)),
-                         "--data", str(data_arg), "--device", "cpu"]) == 0
+                         "--data", str(data_arg), "--device", "cpu", "--map-classes-by-order"]) == 0
         out = capsys.readouterr().out
-        assert "per-class AP" in out and "person" in out  # classes map by order here (1 class each)
+        assert "per-class AP" in out and "person -> balloon" in out  # asked for: mapped by order, and said so

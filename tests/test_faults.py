@@ -87,3 +87,60 @@ def test_divergent_learning_rate_never_writes_a_non_finite_checkpoint(shapes, tm
     if "last good checkpoint is" in message:  # a checkpoint it names must exist and be the finite one above
         named = Path(message.split("last good checkpoint is ")[1].split(" ")[0])
         assert named.is_file()
+
+
+# ------------------------------------------------------------------------------------------- dataset mistakes
+
+def _coco(tmp_path, shapes, edit) -> Path:
+    import json
+
+    src = Path(shapes["val_json"])
+    data = json.loads(src.read_text())
+    edit(data)
+    root = tmp_path / "edited"
+    (root / "annotations").mkdir(parents=True)
+    (root / "val").symlink_to(src.parent.parent / "val")  # COCO layout: annotations/val.json -> val/
+    out = root / "annotations" / "val.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+@pytest.mark.parametrize("mistake, expected", [
+    ("image_ids", "duplicate image ids"),
+    ("category_ids", "duplicate category ids"),
+    ("category_names", "duplicate category names"),
+    ("file_names", "duplicate image file names"),
+])
+def test_duplicate_ids_are_errors_naming_file_and_entries(shapes, tmp_path, capsys, mistake, expected):
+    from rtmkit.cli import main
+
+    def edit(data):
+        images, cats = data["images"], data["categories"]
+        if mistake == "image_ids":
+            images[1]["id"] = images[0]["id"]
+        elif mistake == "category_ids":
+            cats[1]["id"] = cats[0]["id"]
+        elif mistake == "category_names":
+            cats[1]["name"] = cats[0]["name"]
+        else:
+            images[1]["file_name"] = images[0]["file_name"]
+
+    path = _coco(tmp_path, shapes, edit)
+    assert main(["check", "--data", str(path), "--no-images"]) == 1
+    out = capsys.readouterr().out
+    assert str(path) in out and expected in out
+    assert main(["train", "--data", str(path), "--epochs", "1", "--workers", "0",
+                 "--project", str(tmp_path / "runs")]) == 1
+    assert expected in capsys.readouterr().err
+
+
+def test_invalid_image_size_is_reported(shapes, tmp_path):
+    from rtmkit.data.datasets import CocoDataset
+
+    def edit(data):
+        data["images"][0]["width"] = 0
+        data["images"][1]["height"] = -5
+
+    with pytest.warns(UserWarning, match="invalid image size 0x"):
+        ds = CocoDataset(_coco(tmp_path, shapes, edit), filter_empty_gt=False, min_size=0)
+    assert ds.num_skipped == 2 and len(ds) == 2

@@ -41,6 +41,7 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,15 @@ class DetectionDataset:
 # ----------------------------------------------------------------------------------------------------------- COCO
 
 
+def _refuse_duplicates(source: Path, what: str, values: Sequence[Any], why: str) -> None:
+    """A DatasetError naming ``source`` and the repeated ``values`` (at most 10 shown), if any value repeats."""
+    repeated = [v for v, n in Counter(values).items() if n > 1]
+    if repeated:
+        shown = ", ".join(repr(v) for v in repeated[:10]) + (f" and {len(repeated) - 10} more" if len(repeated) > 10
+                                                              else "")
+        raise DatasetError(f"{source}: duplicate {what} {shown}: {why}. Make each one unique.")
+
+
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
@@ -230,6 +240,10 @@ class CocoDataset(DetectionDataset):
         anns = data.get("annotations") or []
         cats = [c for c in data["categories"] if isinstance(c, dict) and "id" in c]
         cats = sorted(cats, key=lambda c: c["id"])
+        _refuse_duplicates(self.ann_file, "category ids", [c["id"] for c in cats],
+                           "every object of such an id would silently get one of the classes")
+        _refuse_duplicates(self.ann_file, "category names", [c.get("name") for c in cats],
+                           "classes could not be told apart by name")
         if classes is None:
             chosen = cats
         else:
@@ -243,6 +257,12 @@ class CocoDataset(DetectionDataset):
         self.classes = tuple(str(c.get("name", c["id"])) for c in chosen)
         cat2label = {cid: i for i, cid in enumerate(self.cat_ids)}
         all_cat_ids = {c["id"] for c in cats}
+        entries = [im for im in data["images"] if isinstance(im, dict)]
+        _refuse_duplicates(self.ann_file, "image ids", [im.get("id") for im in entries if "id" in im],
+                           "their annotations would be given to one another")
+        _refuse_duplicates(self.ann_file, "image file names",
+                           [im["file_name"] for im in entries if isinstance(im.get("file_name"), str)],
+                           "one picture would be trained on with two sets of labels")
         self.img_dir = Path(img_dir) if img_dir is not None else _guess_img_dir(self.ann_file, data["images"])
         jname = self.ann_file.name
 
@@ -253,6 +273,12 @@ class CocoDataset(DetectionDataset):
                 self.problems.append(Problem(str(im.get("file_name", "?")) if isinstance(im, dict) else "?",
                                              "malformed", "image entry without id/file_name/width/height",
                                              "skipped sample", f"{jname} images[{k}]"))
+                continue
+            if not (im["width"] > 0 and im["height"] > 0 and math.isfinite(im["width"] + im["height"])):
+                self.problems.append(Problem(str(im["file_name"]), "malformed",
+                                             f"invalid image size {im['width']}x{im['height']}", "skipped sample",
+                                             f"{jname} images[{k}] (id {im['id']})"))
+                self.num_skipped += 1
                 continue
             images[im["id"]] = im
 
@@ -413,6 +439,8 @@ class YoloDataset(DetectionDataset):
             raise DatasetError(f"{self.data_yaml}: 'names' must be a non-empty list or dict")
         if "nc" in cfg and cfg["nc"] != len(names):
             raise DatasetError(f"{self.data_yaml}: nc={cfg['nc']} but {len(names)} names")
+        _refuse_duplicates(self.data_yaml, "class names", [str(n) for n in names],
+                           "classes could not be told apart by name")
         self.classes = tuple(str(n) for n in names)
         self.cat_ids = list(range(len(names)))
         if not cfg.get(split):

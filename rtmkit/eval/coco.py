@@ -28,17 +28,38 @@ def _require_pycocotools():
     return COCO, COCOeval
 
 
-def label_to_category(class_names: Sequence[str], categories: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Map model class indices to the annotation file's category ids, by name (or by order when the names
-    do not match but the counts do, as for COCO models whose names differ slightly)."""
+class ClassMappingError(ValueError):
+    """The model's classes do not match the annotation categories by name."""
+
+
+def label_to_category(class_names: Sequence[str], categories: Sequence[dict[str, Any]], *,
+                      by_order: bool = False) -> dict[int, int]:
+    """Map model class indices to the annotation file's category ids by name. When the names differ, a mapping by
+    order (model class i -> the i-th category by id) is used only with ``by_order=True``, since it silently turns
+    cat into dog when the lists are not in the same order."""
     by_name = {c["name"]: c["id"] for c in categories}
     if all(n in by_name for n in class_names):
         return {i: by_name[n] for i, n in enumerate(class_names)}
-    ordered = sorted(categories, key=lambda c: c["id"])
-    if len(ordered) == len(class_names):
-        return {i: c["id"] for i, c in enumerate(ordered)}
     missing = [n for n in class_names if n not in by_name]
-    raise ValueError(f"model classes {missing[:5]} not found among the annotation categories")
+    ordered = sorted(categories, key=lambda c: c["id"])
+    if by_order:
+        if len(ordered) != len(class_names):
+            raise ClassMappingError(f"cannot map {len(class_names)} model classes by order onto {len(ordered)} "
+                                    "annotation categories")
+        return {i: c["id"] for i, c in enumerate(ordered)}
+    shown = ", ".join(repr(n) for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
+    raise ClassMappingError(
+        f"model classes {shown} are not among the annotation categories "
+        f"({', '.join(repr(c['name']) for c in ordered[:8])}{' ...' if len(ordered) > 8 else ''}); to map class i "
+        "to the i-th category by id anyway, pass map_classes_by_order=True (--map-classes-by-order)")
+
+
+def describe_mapping(class_names: Sequence[str], categories: Sequence[dict[str, Any]],
+                     label_map: dict[int, int], limit: int = 10) -> str:
+    """``model class -> category`` lines, for saying which mapping an evaluation used."""
+    names = {c["id"]: c["name"] for c in categories}
+    pairs = [f"{class_names[i]} -> {names[c]} (id {c})" for i, c in sorted(label_map.items())]
+    return ", ".join(pairs[:limit]) + (f", ... ({len(pairs)} in all)" if len(pairs) > limit else "")
 
 
 def to_coco_detections(image_id: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,

@@ -17,7 +17,7 @@ import numpy as np
 from ..config import PostprocessConfig
 from ..data.datasets import DetectionDataset
 from ..inference import Predictor
-from .coco import coco_evaluate, label_to_category, to_coco_detections
+from .coco import coco_evaluate, describe_mapping, label_to_category, to_coco_detections
 
 
 def _coco_entries(image_id: int, sample: dict[str, Any], first_ann_id: int) -> tuple[dict, list[dict]]:
@@ -39,11 +39,13 @@ def _coco_entries(image_id: int, sample: dict[str, Any], first_ann_id: int) -> t
 
 def evaluate(predictor: Predictor, dataset: DetectionDataset, *, post: PostprocessConfig, batch: int = 8,
              imgsz: int | None = None, save_json: str | Path | None = None, progress: bool = False,
-             verbose: bool = False) -> dict[str, Any]:
+             verbose: bool = False, map_classes_by_order: bool = False) -> dict[str, Any]:
     """COCO box metrics of ``predictor`` on every image of ``dataset``.
 
     Returns AP, AP50, ... (pycocotools' 12 numbers), ``per_class_AP`` by model class name, ``precision`` (COCOeval's
-    [T, R, K, A, M] array for PR curves) and ``num_images``. Model classes map to the annotation categories by name.
+    [T, R, K, A, M] array for PR curves), ``num_images`` and ``class_mapping`` (the model class -> category
+    mapping used, in words). Model classes map to the annotation categories by name; by order only with
+    ``map_classes_by_order`` (see :func:`rtmkit.eval.coco.label_to_category`).
     """
     names = [predictor.names[i] for i in sorted(predictor.names)]
     gt = dataset.coco_ground_truth()
@@ -51,7 +53,7 @@ def evaluate(predictor: Predictor, dataset: DetectionDataset, *, post: Postproce
     if not from_file:
         gt = {"images": [], "annotations": [],
               "categories": [{"id": i + 1, "name": n} for i, n in enumerate(dataset.classes)]}
-    label_map = label_to_category(names, gt["categories"])
+    label_map = label_to_category(names, gt["categories"], by_order=map_classes_by_order)
     source = dataset.without_masks()
     indices = list(range(len(source)))
     chunks = [indices[i:i + batch] for i in range(0, len(indices), batch)]
@@ -80,4 +82,5 @@ def evaluate(predictor: Predictor, dataset: DetectionDataset, *, post: Postproce
     by_category = {v: k for k, v in label_map.items()}
     stats["per_class_AP"] = {names[by_category[c]]: ap for c, ap in stats["per_class_AP"].items()}
     stats["num_images"] = len(image_ids)
+    stats["class_mapping"] = describe_mapping(names, gt["categories"], label_map)
     return stats
