@@ -199,7 +199,8 @@ def cmd_val(args: argparse.Namespace) -> int:
 
     model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
     stats = model.val(args.data, images=args.images, batch=args.batch, imgsz=args.imgsz, save_json=args.save_json,
-                      verbose=True)
+                      verbose=True, map_classes_by_order=args.map_classes_by_order)
+    print(f"classes: {stats['class_mapping']}")
     print("per-class AP:")
     for name, ap in stats["per_class_AP"].items():
         print(f"  {name:20s} {ap:.4f}")
@@ -316,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--imgsz", type=int, default=None)
     v.add_argument("--device", default=None)
     v.add_argument("--save-json", dest="save_json", default=None, help="write the detections as COCO json")
+    v.add_argument("--map-classes-by-order", dest="map_classes_by_order", action="store_true",
+                   help="when the model's class names differ from the annotation categories, map class i to the i-th "
+                        "category by id (default: refuse)")
     v.add_argument("--runtime", default=None, choices=["onnxruntime", "openvino"],
                    help="runtime of an exported .onnx model (default: onnxruntime)")
     v.set_defaults(func=cmd_val)
