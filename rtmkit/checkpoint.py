@@ -37,6 +37,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_weights",
     "save_checkpoint",
+    "tensors_sha256",
 ]
 
 # Packages whose pickled class instances are replaced by inert stubs (OpenMMLab training-state objects).
@@ -440,19 +441,25 @@ def _stand_in_for(module: str, name: str) -> Any | None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict:
+def load_checkpoint_file(path: str | os.PathLike, *, verify: bool = True) -> dict:
     """Safely load a ``.pth`` file and return its top-level dict.
 
     Always ``torch.load(weights_only=True)``; files with OpenMMLab / numpy objects are retried with inert
     stand-ins (see the module docstring). Raises CheckpointError naming the file when it is missing, not a
     torch checkpoint, corrupt or truncated, references a disallowed global (possibly malicious), or does
     not hold a dict. numpy scalars anywhere in the result become plain Python numbers.
+
+    ``verify`` (default): the zip members' CRC-32s are checked (torch itself does not: flipped bytes inside a
+    tensor would load silently), and an rtmkit checkpoint's tensors must match the SHA-256 recorded when it was
+    written. ``verify=False`` skips both (faster for very large files you trust).
     """
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if verify:
+        _verify_zip(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first_error:
@@ -461,7 +468,54 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"{path}: expected a dict at the top level of the checkpoint, got {type(obj).__name__}"
         )
+    if verify:
+        recorded = obj.get("rtmkit", {}).get("sha256") if isinstance(obj.get("rtmkit"), dict) else None
+        if recorded is not None:
+            actual = tensors_sha256(obj)
+            if actual != recorded:
+                raise CheckpointError(
+                    f"{path}: its tensors do not match the SHA-256 recorded when rtmkit wrote it (recorded "
+                    f"{recorded[:16]}..., now {actual[:16]}...): the file was modified or corrupted. Use a good "
+                    "copy (or load with verify=False if you changed it on purpose).")
     return obj
+
+
+def _verify_zip(path: pathlib.Path) -> None:
+    """CRC-32 of every member of a torch zip checkpoint (legacy non-zip files have no checksums)."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({_short(e)})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupt checkpoint: member {bad!r} fails its CRC-32 check (bytes changed "
+                              "after it was written); use a good copy")
+
+
+def _walk_tensors(obj: Any, prefix: str = "") -> Iterable[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for key in sorted(obj, key=str):
+            yield from _walk_tensors(obj[key], f"{prefix}/{key}")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _walk_tensors(value, f"{prefix}/{i}")
+
+
+def tensors_sha256(ckpt: Mapping) -> str:
+    """SHA-256 over every tensor of a checkpoint (name, dtype, shape and bytes, in sorted key order), except the
+    ``rtmkit`` entry that records it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in _walk_tensors({k: v for k, v in ckpt.items() if k != "rtmkit"}):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
 
 
 def _load_with_stand_ins(path: pathlib.Path, first_error: Exception) -> Any:
@@ -709,6 +763,7 @@ def save_checkpoint(
             raise ValueError(f"extra must not override the checkpoint's own keys: {clash}")
         _check_loadable(extra, "extra", allow_torch=True)
         ckpt.update(extra)
+    ckpt["rtmkit"]["sha256"] = tensors_sha256(ckpt)  # verified on load: silent corruption becomes an error
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(path.name + ".tmp")

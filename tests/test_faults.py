@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,3 +145,75 @@ def test_invalid_image_size_is_reported(shapes, tmp_path):
     with pytest.warns(UserWarning, match="invalid image size 0x"):
         ds = CocoDataset(_coco(tmp_path, shapes, edit), filter_empty_gt=False, min_size=0)
     assert ds.num_skipped == 2 and len(ds) == 2
+
+
+# ------------------------------------------------------------------------------------------------ integrity
+
+def _flip_byte_in_largest_member(path: Path) -> None:
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+        name_len, extra_len = struct.unpack("<HH", header[26:30])
+        at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def test_flipped_bytes_in_checkpoints_are_caught(shared, tmp_path, capsys):
+    import shutil
+
+    from rtmkit import RTMDet
+    from rtmkit.checkpoint import CheckpointError, load_checkpoint_file
+    from rtmkit.cli import main
+
+    nano = shared("weights/rtmdet_nano_person/rtmdet_nano_person.pth")
+    own = RTMDet("rtmdet-nano-person", weights=nano, device="cpu").save(tmp_path / "own.pth")
+    foreign = tmp_path / "foreign.pth"  # an official-style file: no rtmkit hash, only the zip's CRCs
+    shutil.copyfile(nano, foreign)
+    for path in (own, foreign):
+        load_checkpoint_file(path)  # intact: loads
+        _flip_byte_in_largest_member(path)
+        with pytest.raises(CheckpointError, match="fails its CRC-32 check"):
+            load_checkpoint_file(path)
+        assert load_checkpoint_file(path, verify=False)  # torch alone would not notice
+    assert main(["predict", "--model", str(own), "--no-save"]) == 1
+    assert str(own) in capsys.readouterr().err
+
+    # re-saved by hand with a changed tensor (valid zip, valid CRCs): the recorded SHA-256 no longer matches
+    fresh = RTMDet("rtmdet-nano-person", weights=nano, device="cpu").save(tmp_path / "edited.pth")
+    ckpt = load_checkpoint_file(fresh)
+    ckpt["state_dict"]["bbox_head.rtm_cls.0.bias"] += 1.0
+    torch.save(ckpt, fresh)
+    with pytest.raises(CheckpointError, match="do not match the SHA-256 recorded"):
+        RTMDet(fresh, device="cpu")
+
+
+def test_tampered_or_broken_onnx_is_refused(shared, tmp_path, capsys):
+    import onnx
+    from onnx import numpy_helper
+
+    from rtmkit import RTMDet
+    from rtmkit.cli import main
+
+    nano = RTMDet("rtmdet-nano-person", weights=shared("weights/rtmdet_nano_person/rtmdet_nano_person.pth"),
+                  device="cpu")
+    path = nano.export("onnx", tmp_path / "nano.onnx", nms=False)
+    RTMDet(path)  # intact: loads
+    model = onnx.load(str(path))
+    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.01, init.name))
+    onnx.save(model, str(path))
+    with pytest.raises(ValueError, match="does not match the SHA-256 recorded at export"):
+        RTMDet(path)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(path.read_bytes()[: 5000])
+    assert main(["predict", "--model", str(broken), "--no-save"]) == 1
+    err = capsys.readouterr().err
+    assert str(broken) in err and "not a readable ONNX file" in err

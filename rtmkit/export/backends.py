@@ -19,7 +19,7 @@ def _rtmkit_onnx(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such ONNX file")
-    meta: dict[str, Any] = read_metadata(path)
+    meta: dict[str, Any] = read_metadata(path, verify=True)
     if "rtmkit_version" not in meta:
         raise ValueError(f"{path}: not an rtmkit export (no rtmkit metadata); export it with "
                          "`rtmkit export` or model.export(format='onnx')")

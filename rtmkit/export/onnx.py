@@ -106,6 +106,7 @@ def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
     onnx = _require_onnx()
 
     model = onnx.load(str(path))
+    meta = {**meta, "graph_sha256": graph_sha256(model)}
     del model.metadata_props[:]
     for key, value in meta.items():
         entry = model.metadata_props.add()
@@ -113,17 +114,36 @@ def _set_metadata(path: Path, meta: dict[str, Any]) -> None:
     onnx.save(model, str(path))
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The rtmkit metadata of an exported model, JSON values decoded."""
+def _load_model(path: str | os.PathLike):
     onnx = _require_onnx()
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends do not name the file
+        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise ValueError(f"{path}: not a readable ONNX file (truncated or corrupt?): {first}") from None
 
-    model = onnx.load(str(path), load_external_data=False)
+
+def graph_sha256(model) -> str:
+    """SHA-256 of an ONNX graph (nodes, weights, constants; not the metadata, which records it)."""
+    import hashlib
+
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def read_metadata(path: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
+    """The rtmkit metadata of an exported model, JSON values decoded. ``verify``: also check that the graph still
+    matches the SHA-256 recorded at export (a ValueError naming the file if it was modified)."""
+    model = _load_model(path)
     out: dict[str, Any] = {}
     for entry in model.metadata_props:
         try:
             out[entry.key] = json.loads(entry.value)
         except json.JSONDecodeError:
             out[entry.key] = entry.value
+    recorded = out.get("graph_sha256")
+    if verify and recorded is not None and graph_sha256(model) != recorded:
+        raise ValueError(f"{path}: the graph does not match the SHA-256 recorded at export: the file was modified "
+                         "or corrupted (weights or nodes changed). Export it again.")
     return out
 
 
