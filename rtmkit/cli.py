@@ -198,6 +198,15 @@ def cmd_val(args: argparse.Namespace) -> int:
     from . import RTMDet
 
     model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
+    baked = getattr(model.backend, "meta", {}).get("nms") if model.backend.graph == "end2end" else None
+    if baked:
+        from .inference.predictor import end2end_limits
+
+        print(f"end-to-end graph: NMS baked at score > {baked['score_thr']}, IoU {baked['iou_thr']}, at most "
+              f"{baked['max_det']} per image{', class-agnostic' if baked.get('agnostic') else ''}: these are the "
+              "thresholds this evaluation uses")
+        for message in end2end_limits(baked, model.postprocess_config("eval")):
+            print(f"  note: {message}")
     stats = model.val(args.data, images=args.images, batch=args.batch, imgsz=args.imgsz, save_json=args.save_json,
                       verbose=True, map_classes_by_order=args.map_classes_by_order)
     print(f"classes: {stats['class_mapping']}")

@@ -7,6 +7,7 @@ are in one table, :mod:`rtmkit.catalog` (``get_config("rtmdet-s", num_classes=3)
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,16 @@ class PostprocessConfig:
             raise ValueError(f"clip must be one of {CLIP_MODES}, got {self.clip!r}")
         if self.nms_space not in NMS_SPACES:
             raise ValueError(f"nms_space must be one of {NMS_SPACES}, got {self.nms_space!r}")
+        # `not (0 <= x <= 1)` is also true for NaN
         if not 0.0 <= self.iou_thr <= 1.0:
-            raise ValueError(f"iou_thr must be in [0, 1], got {self.iou_thr}")
-        if self.nms_pre <= 0 or self.max_per_img <= 0:
-            raise ValueError("nms_pre and max_per_img must be positive")
+            raise ValueError(f"iou (NMS IoU threshold) must be in [0, 1], got {self.iou_thr}")
+        if not 0.0 <= self.score_thr <= 1.0:
+            raise ValueError(f"conf (score threshold) must be in [0, 1], got {self.score_thr}")
+        for name, value in (("nms_pre", self.nms_pre), ("max_det", self.max_per_img)):
+            if isinstance(value, bool) or int(value) != value or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if not math.isfinite(self.min_bbox_size):
+            raise ValueError(f"min_size must be a finite number, got {self.min_bbox_size}")
 
 
 # What users expect from predict(): confident detections only. Evaluation uses the config's test_cfg.

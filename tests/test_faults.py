@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,62 @@ def test_tampered_or_broken_onnx_is_refused(shared, tmp_path, capsys):
     assert main(["predict", "--model", str(broken), "--no-save"]) == 1
     err = capsys.readouterr().err
     assert str(broken) in err and "not a readable ONNX file" in err
+
+
+# --------------------------------------------------------------------------------------- options and settings
+
+@pytest.mark.parametrize("flags, message", [
+    (["--conf", "1.5"], "conf (score threshold) must be in [0, 1], got 1.5"),
+    (["--conf", "nan"], "conf (score threshold) must be in [0, 1], got nan"),
+    (["--iou", "-0.1"], "iou (NMS IoU threshold) must be in [0, 1]"),
+    (["--max-det", "0"], "max_det must be a positive integer"),
+    (["--imgsz", "0"], "imgsz must be a positive multiple of 32, got 0"),
+    (["--imgsz", "-32"], "imgsz must be a positive multiple of 32, got -32"),
+])
+def test_nonsense_predict_options_are_refused(tmp_path, capsys, flags, message):
+    from rtmkit import RTMDet
+    from rtmkit.cli import main
+
+    assert main(["predict", "--model", "rtmdet-nano", "--no-save", "--project", str(tmp_path), *flags]) == 1
+    assert message in capsys.readouterr().err
+    key = {"--conf": "conf", "--iou": "iou", "--max-det": "max_det", "--imgsz": "imgsz"}[flags[0]]
+    value = float(flags[1]) if key in ("conf", "iou") else int(flags[1])
+    with pytest.raises(ValueError, match=re.escape(message.split(", got")[0])):
+        RTMDet("rtmdet-nano", device="cpu").predict(np.zeros((64, 64, 3), np.uint8), **{key: value})
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--imgsz", "100"], "--imgsz must be a positive multiple of 32, got 100"),
+    (["--lr", "nan"], "--lr must be a positive finite number, got nan"),
+    (["--batch", "-4"], "--batch must be a positive integer, got -4"),
+])
+def test_nonsense_train_options_are_refused(shapes, tmp_path, capsys, flags, message):
+    from rtmkit.cli import main
+
+    assert main(["train", "--data", str(shapes["train_json"]), "--project", str(tmp_path), *flags]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_end2end_graph_says_what_it_cannot_honour(shared, tmp_path, capsys):
+    from rtmkit import RTMDet
+    from rtmkit.cli import main
+
+    weights = shared("weights/rtmdet_nano_person/rtmdet_nano_person.pth")
+    path = RTMDet("rtmdet-nano-person", weights=weights, device="cpu").export("onnx", tmp_path / "e2e.onnx")
+    model = RTMDet(path)
+    img = np.full((240, 320, 3), 114, np.uint8)
+    with pytest.warns(UserWarning, match="NMS IoU is baked into the graph at 0.6; iou=0.3 cannot be applied"):
+        model.predict(img, iou=0.3)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.predict(img, preset="eval")  # this model's eval preset is what was baked: nothing to say
+    assert not [w for w in caught if "baked" in str(w.message)]
+    with pytest.warns(UserWarning, match="at most 100 detections per image \\(baked\\); max_det=300"):
+        model.predict(img, max_det=300)
+    ann = shared("data/coco_tiny/annotations/instances_val2017.json")
+    assert main(["val", "--model", str(path), "--data", str(ann), "--batch", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "end-to-end graph: NMS baked at score > 0.05, IoU 0.6, at most 100 per image" in out

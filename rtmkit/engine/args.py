@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,32 @@ class TrainArgs:
     name: str = _opt("exp", "run directory name (incremented if it exists)")
     resume: str | bool = _opt(False, "resume the latest run, or the given run directory / last.pt")
     dist_timeout: float = _opt(1800.0, "seconds before a silent rank ends a multi-process run")
+
+    def __post_init__(self) -> None:
+        """Nonsense values are refused here, once for the CLI and the Python API (flag names in the messages)."""
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"--{name.replace('_', '-')} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("epochs", "batch", "accumulate", "val_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "a positive integer")
+        for name in ("workers", "warmup_iters", "patience", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "a non-negative integer")
+        if self.stage2_epochs is not None and not 0 <= self.stage2_epochs <= self.epochs:
+            raise bad("stage2_epochs", f"between 0 and --epochs ({self.epochs})")
+        if self.imgsz is not None and (self.imgsz <= 0 or self.imgsz % 32):
+            raise bad("imgsz", "a positive multiple of 32")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad("lr", "a positive finite number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("weight_decay", "a finite number >= 0")
+        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+            raise bad("dist_timeout", "a positive number of seconds")
+        if self.optimizer not in ("AdamW", "SGD"):
+            raise bad("optimizer", "AdamW or SGD")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

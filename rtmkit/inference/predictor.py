@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,10 +30,11 @@ class Predictor:
         self.names = names
         self.mean, self.std, self.pad_value = tuple(mean), tuple(std), pad_value
         self.input_size, self.max_stride = input_size, max_stride
+        self._warned: set[str] = set()
 
     def check_size(self, imgsz: int | None) -> int:
-        size = imgsz or self.input_size
-        if size <= 0 or size % self.max_stride:
+        size = self.input_size if imgsz is None else imgsz
+        if isinstance(size, bool) or int(size) != size or size <= 0 or size % self.max_stride:
             raise ValueError(f"imgsz must be a positive multiple of {self.max_stride}, got {size}")
         return size
 
@@ -70,6 +72,7 @@ class Predictor:
         t2 = time.perf_counter()
         orig = torch.tensor([img.shape[:2] for img in images])
         if self.backend.graph == "end2end":
+            self._check_end2end(post)
             dets = _end2end_detections(outputs, post, scales, orig)
         else:
             candidates: Candidates = self.backend.decode(outputs, (size, size))
@@ -82,6 +85,36 @@ class Predictor:
         for r in results:
             r.speed = dict(speed)
         return results
+
+
+    def _check_end2end(self, post: PostprocessConfig) -> None:
+        """An end-to-end graph did NMS with settings baked at export; say once which requested ones it cannot
+        honour (instead of silently returning the baked result)."""
+        for message in end2end_limits(getattr(self.backend, "meta", {}).get("nms") or {}, post):
+            if message not in self._warned:
+                self._warned.add(message)
+                warnings.warn(f"{getattr(self.backend, 'path', 'end-to-end graph')}: {message}", stacklevel=4)
+
+
+def end2end_limits(baked: dict, post: PostprocessConfig) -> list[str]:
+    """The requested post-processing settings that an end-to-end graph with NMS settings ``baked`` (its export
+    metadata: score_thr, iou_thr, max_det, agnostic) cannot honour, in words."""
+    out = []
+    if not baked:
+        return out
+    if abs(post.iou_thr - baked["iou_thr"]) > 1e-9:
+        out.append(f"NMS IoU is baked into the graph at {baked['iou_thr']}; iou={post.iou_thr} cannot be applied "
+                   "(export again with --iou, or export a raw graph with --no-nms)")
+    if bool(post.agnostic) != bool(baked.get("agnostic", False)):
+        out.append(f"the graph's NMS is {'class-agnostic' if baked.get('agnostic') else 'per class'} (baked); "
+                   f"agnostic={post.agnostic} cannot be applied")
+    if post.score_thr < baked["score_thr"]:
+        out.append(f"the graph drops scores <= {baked['score_thr']} (baked); conf={post.score_thr} acts as "
+                   f"conf={baked['score_thr']}")
+    if post.max_per_img > baked["max_det"]:
+        out.append(f"the graph keeps at most {baked['max_det']} detections per image (baked); "
+                   f"max_det={post.max_per_img} acts as {baked['max_det']}")
+    return out
 
 
 def _end2end_detections(outputs, post: PostprocessConfig, scales: torch.Tensor, orig: torch.Tensor
