@@ -277,3 +277,55 @@ def test_end2end_graph_says_what_it_cannot_honour(shared, tmp_path, capsys):
     assert main(["val", "--model", str(path), "--data", str(ann), "--batch", "16"]) == 0
     out = capsys.readouterr().out
     assert "end-to-end graph: NMS baked at score > 0.05, IoU 0.6, at most 100 per image" in out
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+@pytest.fixture()
+def interrupted_run(shapes, tmp_path, monkeypatch):
+    """A 2-epoch run stopped by an exception during its second epoch (last.pt holds epoch 1)."""
+    real = Trainer._train_epoch
+
+    def stop_in_second(self, epoch, loader):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, loader)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", stop_in_second)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_args(shapes, tmp_path, "exp", epochs=2)).fit()
+    monkeypatch.setattr(Trainer, "_train_epoch", real)
+    run = tmp_path / "runs" / "exp"
+    assert (run / "weights" / "last.pt").is_file() and not (run / ".lock").exists()  # released on the way out
+    return run
+
+
+def test_resume_keeps_the_runs_own_settings(interrupted_run, capsys):
+    from rtmkit.cli import main
+
+    assert main(["train", "--resume", str(interrupted_run), "--epochs", "5"]) == 1
+    err = capsys.readouterr().err
+    assert "--epochs 5 differs from the run's own 2" in err and "rtmkit train --weights" in err
+    assert main(["train", "--resume", str(interrupted_run), "--lr", "0.1"]) == 1
+    assert "--lr 0.1 differs from the run's own 0.002" in capsys.readouterr().err
+
+
+def test_two_processes_never_write_one_run(interrupted_run, capsys):
+    import subprocess
+    import sys
+
+    from rtmkit.cli import main
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (interrupted_run / ".lock").write_text(str(other.pid))  # a live writer
+        assert main(["train", "--resume", str(interrupted_run)]) == 1
+        assert f"being written by another process (pid {other.pid})" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+    # its writer is gone (killed): the lock is stale and the resume takes over
+    assert main(["train", "--resume", str(interrupted_run)]) == 0
+    assert not (interrupted_run / ".lock").exists()
+    state = load_checkpoint_file(interrupted_run / "weights" / "last.pt")["train_state"]
+    assert state["epoch"] == 1  # both epochs done

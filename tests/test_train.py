@@ -54,10 +54,27 @@ def test_run_directory_and_checkpoints(shapes, tmp_path):
 
 
 def _train_cmd(shapes, project: Path, epochs: int, resume: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "rtmkit", "train", "--data", str(shapes["train_json"]), "--epochs", str(epochs),
-           "--batch", "4", "--imgsz", "128", "--lr", "0.002", "--warmup-iters", "4", "--workers", "0",
-           "--project", str(project), "--name", "exp", "--deterministic", "--stage2-epochs", "1"]
-    return cmd + (["--resume", str(project / "exp")] if resume else [])
+    if resume:  # the README's command, nothing else: the run's own settings come from its args.yaml
+        return [sys.executable, "-m", "rtmkit", "train", "--resume", str(project / "exp")]
+    return [sys.executable, "-m", "rtmkit", "train", "--data", str(shapes["train_json"]), "--epochs", str(epochs),
+            "--batch", "4", "--imgsz", "128", "--lr", "0.002", "--warmup-iters", "4", "--project", str(project),
+            "--name", "exp", "--deterministic", "--stage2-epochs", "1"]  # default workers (2)
+
+
+def _tagged_processes(tag: str) -> list[int]:
+    """Live processes whose environment holds ``RTMKIT_TEST_TAG=tag`` (the run and its data workers)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if f"RTMKIT_TEST_TAG={tag}".encode() in environ.split(b"\0") and state != "Z":
+            found.append(int(proc.name))
+    return found
 
 
 def _final_weights(project: Path) -> dict[str, torch.Tensor]:
@@ -65,13 +82,16 @@ def _final_weights(project: Path) -> dict[str, torch.Tensor]:
 
 
 def test_sigkill_and_resume_gives_the_same_weights(shapes, tmp_path):
+    """kill -9 mid-epoch of a run with the default 2 data workers, then exactly `rtmkit train --resume <dir>`:
+    the same final weights as an uninterrupted run, and no worker process outlives the killed run."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     straight = tmp_path / "straight"
     subprocess.run(_train_cmd(shapes, straight, 3), env=env, check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(shapes, killed, 3), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    tag = f"{os.getpid()}-{time.time()}"
+    proc = subprocess.Popen(_train_cmd(shapes, killed, 3), env=dict(env, RTMKIT_TEST_TAG=tag),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "exp" / "weights" / "last.pt"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -81,6 +101,10 @@ def test_sigkill_and_resume_gives_the_same_weights(shapes, tmp_path):
         time.sleep(0.2)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    deadline = time.time() + 20
+    while _tagged_processes(tag) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _tagged_processes(tag) == [], "data workers outlived the killed run"
     epoch_at_kill = load_checkpoint_file(last)["train_state"]["epoch"]
     assert epoch_at_kill < 2
     subprocess.run(_train_cmd(shapes, killed, 3, resume=True), env=env, check=True, capture_output=True,

@@ -19,7 +19,10 @@ target ``{"boxes": float32 [N, 4] xyxy input pixels, "labels": int64 [N]}`` (the
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -267,7 +270,7 @@ def worker_context(num_workers: int) -> str | None:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _worker_init(worker_id: int) -> None:
+def _worker_init(worker_id: int, parent_pid: int | None = None) -> None:
     # one thread per worker for OpenCV and torch (the workers are the parallelism), fresh caches per worker
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -275,6 +278,30 @@ def _worker_init(worker_id: int) -> None:
     pipeline = getattr(info.dataset, "pipeline", None) if info is not None else None
     if hasattr(pipeline, "reset"):
         pipeline.reset()
+    if parent_pid is not None:
+        _exit_with(parent_pid)
+
+
+def worker_init(num_workers: int) -> Callable[[int], None] | None:
+    """The DataLoader ``worker_init_fn``: thread settings, fresh caches, and workers that end with this process."""
+    return functools.partial(_worker_init, parent_pid=os.getpid()) if num_workers > 0 else None
+
+
+def _exit_with(pid: int, interval: float = 0.5) -> None:
+    """End this worker soon after process ``pid`` is gone, whatever killed it (SIGKILL included). Workers are
+    children of the forkserver, not of the training process, and torch's own watchdog watches that parent, so
+    without this they outlive a killed run (holding its memory) indefinitely."""
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:  # exists, owned by someone else: the pid was reused after our parent died
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rtmkit-exit-with-parent", daemon=True).start()
 
 
 def build_train_loader(dataset: Any, batch_size: int = 8, num_workers: int | None = None, size_name: str = "tiny",
@@ -296,7 +323,7 @@ def build_train_loader(dataset: Any, batch_size: int = 8, num_workers: int | Non
     return DataLoader(train, batch_size=batch_size, sampler=EpochSampler(train, shuffle, train.seed),
                       num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
                       persistent_workers=persistent_workers and num_workers > 0,
-                      worker_init_fn=_worker_init if num_workers > 0 else None,
+                      worker_init_fn=worker_init(num_workers),
                       multiprocessing_context=worker_context(num_workers))
 
 
@@ -305,5 +332,5 @@ def build_val_loader(dataset: Any, batch_size: int = 8, num_workers: int = 0, im
     """A DataLoader over ``ValDataset(dataset, img_scale)`` in dataset order."""
     val = dataset if isinstance(dataset, ValDataset) else ValDataset(dataset, img_scale)
     return DataLoader(val, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate,
-                      pin_memory=pin_memory, worker_init_fn=_worker_init if num_workers > 0 else None,
+                      pin_memory=pin_memory, worker_init_fn=worker_init(num_workers),
                       multiprocessing_context=worker_context(num_workers))

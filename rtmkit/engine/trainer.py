@@ -26,7 +26,7 @@ from ..catalog import get_config
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
 from ..data.loader import normalize_batch
 from ..device import select_device
-from ..runs import increment_dir
+from ..runs import RunLock, increment_dir
 from .args import TrainArgs
 from .distributed import (
     DistInfo,
@@ -165,14 +165,14 @@ class Trainer:
         size, and a resumed run sees the same order."""
         from torch.utils.data import DataLoader, DistributedSampler
 
-        from ..data.loader import _worker_init, collate, worker_context
+        from ..data.loader import collate, worker_context, worker_init
 
         a = self.args
         sampler = DistributedSampler(train_ds, num_replicas=self.dist.world_size, rank=self.dist.rank, shuffle=True,
                                      seed=a.seed)
         return DataLoader(train_ds, batch_size=max(a.batch // self.dist.world_size, 1), sampler=sampler,
                           num_workers=a.workers, collate_fn=collate, persistent_workers=False,
-                          pin_memory=torch.cuda.is_available(), worker_init_fn=_worker_init if a.workers else None,
+                          pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init(a.workers),
                           multiprocessing_context=worker_context(a.workers))
 
     def _log(self, msg: str) -> None:
@@ -202,9 +202,12 @@ class Trainer:
         a = self.args
         device = self._device()
         self.dist = setup_distributed(device, a.dist_timeout)
+        self._lock: RunLock | None = None
         try:
             return self._fit(device)
         finally:
+            if self._lock is not None:
+                self._lock.release()
             cleanup_distributed()
 
     def _setup(self, device: torch.device, train_set) -> None:
@@ -236,8 +239,9 @@ class Trainer:
         a = self.args
         resume_state = self._resume_state()
         if resume_state is not None:
-            a = self.args = dataclasses.replace(self.args, **{k: v for k, v in resume_state["args"].items()
-                                                               if k not in ("resume", "device", "workers")})
+            a = self.args = _resumed_args(self.args, resume_state["args"], self.save_dir)
+            if self.dist.is_main:
+                self._lock = RunLock(self.save_dir).acquire()
         _seed_everything(a.seed + self.dist.rank, a.deterministic)
         train_set, val_set = self._datasets()
         self._setup(device, train_set)
@@ -258,6 +262,8 @@ class Trainer:
             self._log(f"resumed from {self.save_dir / 'weights' / 'last.pt'} at epoch {start_epoch}")
         else:
             self.save_dir = broadcast_object(increment_dir(a.project, a.name) if self.dist.is_main else None)
+            if self.dist.is_main:
+                self._lock = RunLock(self.save_dir).acquire()
         weights_dir = self.save_dir / "weights"
         if self.dist.is_main:
             weights_dir.mkdir(parents=True, exist_ok=True)
@@ -415,7 +421,8 @@ class Trainer:
         self.save_dir = path.parent.parent
         state = ckpt["train_state"]
         if state["epoch"] + 1 >= state["args"]["epochs"]:
-            raise ValueError(f"{path}: training already finished ({state['epoch'] + 1} epochs); nothing to resume")
+            raise ValueError(f"{path}: training already finished ({state['epoch'] + 1} epochs); nothing to resume. "
+                             f"To train longer, start a new run from its weights: rtmkit train --weights {path} ...")
         return state
 
     def _write_results(self, history: list[dict], metrics: dict[str, Any], val_set) -> None:
@@ -435,6 +442,33 @@ class Trainer:
             (self.save_dir / "per_class_ap.csv").write_text("\n".join(lines) + "\n")
             if "precision" in metrics:
                 plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")
+
+
+# Settings a resumed run may change; every other one is the run's own (args.yaml), or the data, the augmentations
+# (seeded per worker) or the schedule would differ from the run that was interrupted.
+RESUME_MAY_CHANGE = ("device", "dist_timeout")
+
+
+def _resumed_args(given: TrainArgs, saved: dict[str, Any], run_dir: Path) -> TrainArgs:
+    """The interrupted run's own arguments; a setting given now that differs from them is an error (only
+    ``RESUME_MAY_CHANGE`` may), so a resume never trains something else than the run it continues."""
+    defaults = TrainArgs()
+    restored = TrainArgs.from_kwargs(**{k: v for k, v in saved.items() if k != "resume"})
+    changes = {}
+    for f in dataclasses.fields(TrainArgs):
+        new, old = getattr(given, f.name), getattr(restored, f.name)
+        if f.name in ("resume", "project", "name") or new is None or new == getattr(defaults, f.name) or new == old:
+            continue  # not given (a default), or the same
+        if f.name in RESUME_MAY_CHANGE:
+            changes[f.name] = new
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = (" To train longer, start a new run from its weights: rtmkit train --weights "
+                f"{run_dir}/weights/last.pt ..." if f.name == "epochs" else "")
+        raise ValueError(f"{flag} {new!r} differs from the run's own {old!r} ({run_dir}/args.yaml): a resumed run "
+                         f"keeps its settings (only {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)}"
+                         f" may change).{hint}")
+    return dataclasses.replace(restored, resume=given.resume, **changes)
 
 
 class _BatchNormStats:
