@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError, TypeError) as e:
         # KeyError's str() quotes its message; say it in plain words, in the CLI's terms.
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        if hasattr(e, "signum"):  # training stopped by SIGTERM/SIGINT: say where it stands, exit as signalled
+            print(f"rtmkit {args.command}: {message}", file=sys.stderr)
+            return 128 + e.signum
         print(f"rtmkit {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -329,3 +329,37 @@ def test_two_processes_never_write_one_run(interrupted_run, capsys):
     assert not (interrupted_run / ".lock").exists()
     state = load_checkpoint_file(interrupted_run / "weights" / "last.pt")["train_state"]
     assert state["epoch"] == 1  # both epochs done
+
+
+def test_sigterm_stops_cleanly(shapes, tmp_path):
+    """SIGTERM mid-epoch: exit 143 with a message naming the resumable checkpoint; no lock, no temp file, no
+    worker left; last.pt complete (it loads, all finite) and the run resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    project = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "rtmkit", "train", "--data", str(shapes["train_json"]), "--epochs", "3",
+           "--batch", "4", "--imgsz", "128", "--warmup-iters", "2", "--project", str(project)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = project / "exp" / "weights" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)  # into the second epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"stopped by SIGTERM: {last} holds the last complete epoch" in err
+    assert f"rtmkit train --resume {project / 'exp'}" in err
+    run = project / "exp"
+    assert not (run / ".lock").exists() and not list(run.rglob("*.tmp"))
+    state = load_checkpoint_file(last)["train_state"]
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    env = dict(os.environ)
+    done = subprocess.run([sys.executable, "-m", "rtmkit", "train", "--resume", str(run)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint_file(last)["train_state"]["epoch"] == 2

@@ -14,6 +14,8 @@ import dataclasses
 import math
 import os
 import random
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,14 @@ from .task import DetectionTask
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite losses, a dead rank ...); the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGTERM or SIGINT: the run stopped between two writes; its last checkpoint is complete and resumable."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
 
 
 class _LossModule(nn.Module):
@@ -203,12 +213,30 @@ class Trainer:
         device = self._device()
         self.dist = setup_distributed(device, a.dist_timeout)
         self._lock: RunLock | None = None
+        previous = self._catch_stop_signals()
         try:
             return self._fit(device)
         finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
             if self._lock is not None:
                 self._lock.release()
             cleanup_distributed()
+
+    def _catch_stop_signals(self) -> dict[int, Any]:
+        """SIGTERM/SIGINT end the run through the normal exits (a checkpoint being written is completed or
+        removed, workers are stopped, the run lock is released) instead of killing it mid-write."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def stop(signum: int, frame: Any) -> None:  # noqa: ARG001
+            name = signal.Signals(signum).name
+            last = self.save_dir / "weights" / "last.pt" if self.save_dir is not None else None
+            where = (f"{last} holds the last complete epoch; continue with: rtmkit train --resume "
+                     f"{self.save_dir}" if last is not None and last.is_file() else "no epoch had finished yet")
+            raise TrainingInterrupted(f"stopped by {name}: {where}", signum)
+
+        return {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
 
     def _setup(self, device: torch.device, train_set) -> None:
         """Task, network, EMA, optimiser, AMP and the module DDP wraps, all on ``self``."""
