@@ -363,3 +363,36 @@ def test_sigterm_stops_cleanly(shapes, tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert load_checkpoint_file(last)["train_state"]["epoch"] == 2
+
+
+def test_hung_rank_is_named_after_the_timeout(shapes, tmp_path):
+    """torchrun with 2 CPU processes; rank 1 hangs (sleeps) at the start of epoch 2: with --dist-timeout 15 the run
+    stops within about a minute, naming rank 1, instead of blocking the others for the default half hour."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    script = tmp_path / "hung_rank.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from rtmkit.engine.trainer import Trainer\n"
+        "real = Trainer._train_epoch\n"
+        "def hang(self, epoch, loader):\n"
+        "    if epoch == 1 and os.environ.get('RANK') == '1':\n"
+        "        time.sleep(300)\n"
+        "    return real(self, epoch, loader)\n"
+        "Trainer._train_epoch = hang\n"
+        "from rtmkit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+           "train", "--data", str(shapes["train_json"]), "--epochs", "2", "--batch", "8", "--imgsz", "128",
+           "--workers", "0", "--warmup-iters", "1", "--project", str(tmp_path / "runs"), "--dist-timeout", "15"]
+    start = time.time()
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    took = time.time() - start
+    assert out.returncode != 0
+    assert "stopped answering: rank 1 (last began step 2" in out.stderr and "others began step 3" in out.stderr
+    assert took < 150

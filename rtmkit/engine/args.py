@@ -45,7 +45,9 @@ class TrainArgs:
     project: str = _opt("runs/train", "parent folder of run directories")
     name: str = _opt("exp", "run directory name (incremented if it exists)")
     resume: str | bool = _opt(False, "resume the latest run, or the given run directory / last.pt")
-    dist_timeout: float = _opt(1800.0, "seconds before a silent rank ends a multi-process run")
+    dist_timeout: float | None = _opt(None, "seconds a rank may stay silent before a multi-process run stops, naming "
+                                          "it (default: 600 on CPUs, 1800 on GPUs; waits for validation on rank "
+                                          "0 are not counted)")
 
     def __post_init__(self) -> None:
         """Nonsense values are refused here, once for the CLI and the Python API (flag names in the messages)."""
@@ -68,7 +70,7 @@ class TrainArgs:
             raise bad("lr", "a positive finite number")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise bad("weight_decay", "a finite number >= 0")
-        if not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
+        if self.dist_timeout is not None and not (math.isfinite(self.dist_timeout) and self.dist_timeout > 0):
             raise bad("dist_timeout", "a positive number of seconds")
         if self.optimizer not in ("AdamW", "SGD"):
             raise bad("optimizer", "AdamW or SGD")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -46,9 +47,55 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+def barrier(timeout_s: float | None = None) -> None:
+    """Wait for every rank. On CPUs (gloo) a monitored barrier: after ``timeout_s`` (default: the process group's)
+    it fails naming the ranks that did not arrive."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo":
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s is not None else None
+        dist.monitored_barrier(timeout=timeout, wait_all_ranks=True)
+    else:
         dist.barrier()
+
+
+class Heartbeat:
+    """Each rank records its last training step (and when) in the process group's key-value store, so that after a
+    collective times out the survivors can say which rank stopped answering and since when. Nothing happens
+    without a process group, or where the store cannot be reached (a torch without the private accessor)."""
+
+    def __init__(self) -> None:
+        self.store = None
+        if dist.is_available() and dist.is_initialized():
+            try:
+                self.store = dist.distributed_c10d._get_default_store()
+            except (AttributeError, RuntimeError):
+                self.store = None
+        self.rank = dist.get_rank() if self.store is not None else 0
+        self.world = dist.get_world_size() if self.store is not None else 1
+
+    def beat(self, step: int) -> None:
+        if self.store is not None:
+            self.store.set(f"rtmkit/beat/{self.rank}", f"{step} {time.time():.3f}")
+
+    def silent(self) -> str | None:
+        """The ranks behind the others, in words (None when it cannot be told)."""
+        if self.store is None:
+            return None
+        seen: dict[int, tuple[int, float]] = {}
+        for r in range(self.world):
+            try:
+                step, when = self.store.get(f"rtmkit/beat/{r}").decode().split()
+                seen[r] = (int(step), float(when))
+            except Exception:  # a rank that never beat, or a store that went away with the failure
+                continue
+        if not seen:
+            return None
+        front = max(step for step, _ in seen.values())
+        behind = [f"rank {r} (last began step {step}, {time.time() - when:.0f} s ago)"
+                  for r, (step, when) in sorted(seen.items()) if step < front]
+        behind += [f"rank {r} (never reported a step)" for r in range(self.world) if r not in seen]
+        return ("stopped answering: " + ", ".join(behind) + f"; the others began step {front}") if behind else None
 
 
 def broadcast_object(obj, src: int = 0):

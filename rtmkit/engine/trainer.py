@@ -32,6 +32,7 @@ from ..runs import RunLock, increment_dir
 from .args import TrainArgs
 from .distributed import (
     DistInfo,
+    Heartbeat,
     barrier,
     broadcast_object,
     cleanup_distributed,
@@ -211,7 +212,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         a = self.args
         device = self._device()
-        self.dist = setup_distributed(device, a.dist_timeout)
+        timeout = a.dist_timeout or (1800.0 if device.type == "cuda" else 600.0)
+        self.dist = setup_distributed(device, timeout)
         self._lock: RunLock | None = None
         previous = self._catch_stop_signals()
         try:
@@ -261,6 +263,7 @@ class Trainer:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[device.index] if device.type == "cuda" else None)
         self.it, self.best, self.bad_epochs = 0, -1.0, 0
+        self.heartbeat = Heartbeat()
         self.schedule: FlatCosineSchedule | None = None
 
     def _fit(self, device: torch.device) -> dict[str, Any]:
@@ -319,7 +322,16 @@ class Trainer:
             if self.schedule is None:
                 iters_per_epoch = max(len(loader) // a.accumulate, 1)
                 self.schedule = FlatCosineSchedule(self.lr, a.epochs, iters_per_epoch, warmup_iters=a.warmup_iters)
-            losses = self._train_epoch(epoch, loader)
+            try:
+                losses = self._train_epoch(epoch, loader)
+            except RuntimeError as e:  # a collective timed out or failed: say which rank went silent
+                if not self.dist.enabled or isinstance(e, TrainingError):
+                    raise
+                who = self.heartbeat.silent()
+                raise TrainingError(f"rank {self.dist.rank}: a collective failed in epoch {epoch + 1} "
+                                    f"({(str(e).splitlines() or [''])[0][:200]}); "
+                                    f"{who or 'every rank answers a check now (the failure was transient?)'}. "
+                                    f"{self._last_good()}.") from None
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": self.schedule.lr_at(max(self.it - 1, 0)), **losses}
             last_epoch = epoch == a.epochs - 1
             do_val = val_set is not None and ((epoch + 1) % a.val_interval == 0 or last_epoch or stage == 2)
@@ -340,6 +352,7 @@ class Trainer:
                 self._write_results(history, metrics, val_set)
                 self._log(_epoch_line(row, a.epochs))
             stop = bool(a.patience and self.bad_epochs >= a.patience)
+            barrier(VALIDATION_WAIT_S)  # rank 0 validates and writes while the others wait: not a hang
             if broadcast_object(stop):
                 self._log(f"early stop: no improvement in {a.patience} validations (best AP {self.best:.4f})")
                 break
@@ -373,6 +386,7 @@ class Trainer:
                                  self.save_dir / f"train_batch_epoch{epoch + 1}.jpg")
             images = normalize_batch(images, cfg.data.mean, cfg.data.std, device)
             targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            self.heartbeat.beat(self.it + 1)  # "beginning step n": a rank that stops beating is the one to name
             if i % a.accumulate == 0:
                 self.schedule.apply(opt, self.it)
             # A training-mode forward updates BatchNorm's running statistics before the loss is known: keep a
@@ -471,6 +485,9 @@ class Trainer:
             if "precision" in metrics:
                 plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")
 
+
+# How long the other ranks wait for rank 0's validation and checkpoint writing before calling it a hang.
+VALIDATION_WAIT_S = 6 * 3600.0
 
 # Settings a resumed run may change; every other one is the run's own (args.yaml), or the data, the augmentations
 # (seeded per worker) or the schedule would differ from the run that was interrupted.
