@@ -23,11 +23,20 @@ from .checkpoint import (
 )
 from .config import PostprocessConfig, RTMDetConfig
 from .data.classes import COCO_CLASSES
-from .data.sources import Frame, iter_frames
+from .data.sources import Failure, Frame, iter_frames
 from .device import select_device
 from .inference import Backend, Predictor, TorchBackend
 from .models.detector import RTMDetNet
 from .results import Result
+
+
+class Predictions(list):
+    """The results of :meth:`RTMDet.predict` (a list of :class:`Result`), and the inputs that could not be read
+    (``failures``: source and reason each) when it ran with ``on_error="skip"``."""
+
+    def __init__(self, results: Any = (), failures: list[Failure] | None = None):
+        super().__init__(results)
+        self.failures: list[Failure] = list(failures or [])
 
 
 def _default_names(cfg: RTMDetConfig) -> tuple[str, ...]:
@@ -149,8 +158,10 @@ class RTMDet:
         return self.predictor(fuse)(images, post, imgsz)
 
     def stream(self, source: Any, *, preset: str = "deploy", batch: int = 1, imgsz: int | None = None,
-               keep_images: bool = True, fuse: bool = True, **overrides: Any) -> Iterator[Result]:
-        """Like :meth:`predict`, but yields results one by one while decoding the source lazily."""
+               keep_images: bool = True, fuse: bool = True, on_error: str = "raise",
+               failures: list[Failure] | None = None, **overrides: Any) -> Iterator[Result]:
+        """Like :meth:`predict`, but yields results one by one while decoding the source lazily (unreadable files
+        skipped into ``failures`` with ``on_error="skip"``)."""
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         post = self.postprocess_config(preset, **overrides)
@@ -167,7 +178,7 @@ class RTMDet:
                 yield r
             pending.clear()
 
-        for frame in iter_frames(source):
+        for frame in iter_frames(source, on_error=on_error, failures=failures):
             pending.append(frame)
             if len(pending) == batch:
                 yield from flush()
@@ -175,7 +186,8 @@ class RTMDet:
             yield from flush()
 
     def predict(self, source: Any, *, preset: str = "deploy", batch: int = 1, imgsz: int | None = None,
-                keep_images: bool = True, fuse: bool = True, **overrides: Any) -> list[Result]:
+                keep_images: bool = True, fuse: bool = True, on_error: str = "raise",
+                **overrides: Any) -> Predictions:
         """Detect objects in ``source`` (path, folder, glob, list, BGR array(s), video): one Result per image.
 
         ``preset``: ``"deploy"`` (default: score > 0.3, 100 boxes per image) or ``"eval"`` (the config's test_cfg,
@@ -183,9 +195,14 @@ class RTMDet:
         ``max_det``, ``nms_pre``, ``agnostic``, ``clip`` ("input" | "image" | "none"), ``min_size``,
         ``nms_space`` ("image" | "input"); see :class:`rtmkit.PostprocessConfig`. ``fuse=False`` runs the plain
         net (bit-identical to the reference) instead of the BN-folded channels-last copy.
+        ``on_error="skip"``: unreadable files are skipped with a warning naming each, the rest are predicted, and
+        the returned list's ``failures`` says which files failed and why (default ``"raise"``: the first one
+        raises).
         """
-        return list(self.stream(source, preset=preset, batch=batch, imgsz=imgsz, keep_images=keep_images,
-                                fuse=fuse, **overrides))
+        failures: list[Failure] = []
+        results = self.stream(source, preset=preset, batch=batch, imgsz=imgsz, keep_images=keep_images, fuse=fuse,
+                              on_error=on_error, failures=failures, **overrides)
+        return Predictions(results, failures)
 
     __call__ = predict
 

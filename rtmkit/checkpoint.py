@@ -765,14 +765,18 @@ def save_checkpoint(
         ckpt.update(extra)
     ckpt["rtmkit"]["sha256"] = tensors_sha256(ckpt)  # verified on load: silent corruption becomes an error
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = path.with_name(path.name + ".tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp_path, "wb") as stream:
             torch.save(ckpt, stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(tmp_path, path)
+    except OSError as e:  # full disk, read-only or missing folder, permissions: name the file, keep the old one
+        tmp_path.unlink(missing_ok=True)
+        kept = f"; the previous {path.name} is unchanged" if path.exists() else ""
+        raise CheckpointError(f"{path}: could not write the checkpoint ({e.strerror or e}){kept}") from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

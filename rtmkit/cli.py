@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         args.project, args.name = str(target.parent), target.name
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError, KeyError, TypeError) as e:
+    except (OSError, ValueError, RuntimeError, ImportError, KeyError, TypeError) as e:
         # KeyError's str() quotes its message; say it in plain words, in the CLI's terms.
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         if hasattr(e, "signum"):  # training stopped by SIGTERM/SIGINT: say where it stands, exit as signalled

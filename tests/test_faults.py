@@ -396,3 +396,34 @@ def test_hung_rank_is_named_after_the_timeout(shapes, tmp_path):
     assert out.returncode != 0
     assert "stopped answering: rank 1 (last began step 2" in out.stderr and "others began step 3" in out.stderr
     assert took < 150
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(shapes, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing last.pt of epoch 2 (mocked: the machines here cannot mount a small tmpfs): a message
+    naming the file, no .tmp left, and epoch 1's last.pt intact and loadable."""
+    import errno
+
+    from rtmkit import checkpoint
+    from rtmkit.cli import main
+
+    real_save = checkpoint.torch.save
+    calls = {"n": 0}
+
+    def full_disk(obj, f, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] >= 3:  # epoch 1 writes last.pt and best.pt; epoch 2's last.pt hits the full disk
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    project = tmp_path / "runs"
+    code = main(["train", "--data", str(shapes["train_json"]), "--val", str(shapes["val_json"]), "--epochs", "2",
+                 "--batch", "4", "--imgsz", "128", "--workers", "0", "--warmup-iters", "1", "--project", str(project)])
+    err = capsys.readouterr().err
+    last = project / "exp" / "weights" / "last.pt"
+    assert code == 1 and f"{last}: could not write the checkpoint (No space left on device)" in err
+    assert "previous last.pt is unchanged" in err
+    assert not list(project.rglob("*.tmp"))
+    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    assert load_checkpoint_file(last)["train_state"]["epoch"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,11 +59,16 @@ def expand_source(source: Any) -> list[Any]:
                     "paths, or BGR numpy arrays")
 
 
+class VideoWarning(UserWarning):
+    """A video ended before the number of frames its header announced."""
+
+
 def iter_video(path: str) -> Iterator[Frame]:
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         raise ImageReadError(f"{path}: cannot open video")
     try:
+        announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         index = 0
         while True:
             ok, img = cap.read()
@@ -72,16 +78,40 @@ def iter_video(path: str) -> Iterator[Frame]:
             index += 1
         if index == 0:
             raise ImageReadError(f"{path}: video has no readable frames")
+        if announced > 0 and index < announced:
+            warnings.warn(f"{path}: read {index} of the {announced} frames its header announces (truncated or "
+                          "damaged video?)", VideoWarning, stacklevel=2)
     finally:
         cap.release()
 
 
-def iter_frames(source: Any) -> Iterator[Frame]:
-    """Decode the source lazily, one image or video frame at a time."""
+@dataclass
+class Failure:
+    """An input that could not be read: where and why."""
+
+    source: str
+    error: str
+
+
+def iter_frames(source: Any, on_error: str = "raise", failures: list[Failure] | None = None) -> Iterator[Frame]:
+    """Decode the source lazily, one image or video frame at a time.
+
+    ``on_error="skip"``: an unreadable file (missing, empty, corrupt, truncated, not an image) is skipped with a
+    warning naming it and appended to ``failures``; the others are still decoded. ``"raise"``: the first one
+    raises :class:`~rtmkit.data.images.ImageReadError`."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     for i, item in enumerate(expand_source(source)):
-        if isinstance(item, np.ndarray):
-            yield Frame(as_bgr_uint8(item, name=f"array {i}"))
-        elif is_video_file(item):
-            yield from iter_video(item)
-        else:
-            yield Frame(read_image(item), path=item)
+        try:
+            if isinstance(item, np.ndarray):
+                yield Frame(as_bgr_uint8(item, name=f"array {i}"))
+            elif is_video_file(item):
+                yield from iter_video(item)
+            else:
+                yield Frame(read_image(item), path=item)
+        except ImageReadError as e:
+            if on_error == "raise":
+                raise
+            warnings.warn(f"skipped: {e}", stacklevel=2)
+            if failures is not None:
+                failures.append(Failure(str(item) if not isinstance(item, np.ndarray) else f"array {i}", str(e)))
