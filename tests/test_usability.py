@@ -7,6 +7,7 @@ import dataclasses
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from rtmkit import __version__
@@ -67,3 +68,44 @@ def test_every_training_option_is_a_cli_flag():
         assert dests[f.name].help, f.name
     args = train_parser.parse_args(["--stage2-epochs", "3", "--freeze-bn", "--lr", "0.01", "--resume"])
     assert (args.stage2_epochs, args.freeze_bn, args.lr, args.resume) == (3, True, 0.01, True)
+
+
+def test_no_false_fresh_weights_warning_for_exported_models(tmp_path, capsys):
+    from rtmkit import RTMDet
+
+    path = RTMDet("rtmdet-nano", device="cpu").export("onnx", tmp_path / "nano.onnx", nms=False)
+    assert main(["predict", "--model", str(path), "--no-save", "--project", str(tmp_path / "p")]) == 0
+    assert "freshly initialised" not in capsys.readouterr().err
+    assert main(["predict", "--model", "rtmdet-nano", "--no-save", "--project", str(tmp_path / "q")]) == 0
+    assert "freshly initialised" in capsys.readouterr().err  # a config name without weights does warn
+
+
+def test_optional_dependencies_say_how_to_install(monkeypatch):
+    """Without the optional packages, each feature names the pip command instead of 'No module named ...'."""
+    import builtins
+
+    from rtmkit import RTMDet
+    from rtmkit.results import Result
+
+    real_import = builtins.__import__
+    missing = {"onnx", "onnxruntime", "openvino", "supervision", "tensorrt"}
+
+    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0 and name.split(".")[0] in missing:
+            raise ImportError(f"No module named '{name}'")
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    model = RTMDet("rtmdet-nano", device="cpu")
+    with pytest.raises(ImportError, match=r"pip install 'rtmkit\[onnx\]'"):
+        model.export("onnx", "/tmp/never.onnx")
+    with pytest.raises(ImportError, match="pip install"):
+        RTMDet("/tmp/never.onnx")
+    with pytest.raises(ImportError, match="pip install openvino"):
+        RTMDet("/tmp/never.onnx", runtime="openvino")
+    with pytest.raises(ImportError, match="pip install supervision"):
+        Result(None, np.zeros(0, np.float32), np.zeros(0, int), {}, (1, 1)).to_supervision()
+    from rtmkit.export.tensorrt import build_engine
+
+    with pytest.raises(ImportError, match="pip install tensorrt"):
+        build_engine("/tmp/never.onnx")
