@@ -427,3 +427,67 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(shapes, tmp_path, 
     assert not list(project.rglob("*.tmp"))
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
     assert load_checkpoint_file(last)["train_state"]["epoch"] == 0
+
+
+# ----------------------------------------------------------------------------------------- damaged inputs
+
+def _corrupt_jpeg(path: Path) -> Path:
+    import cv2
+
+    img = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    data = bytearray(cv2.imencode(".jpg", img)[1].tobytes())
+    mid = len(data) // 2
+    for i in range(mid, mid + 40):  # damaged entropy-coded data; the end-of-image marker stays
+        data[i] = 0xFF if i % 7 == 0 else data[i] ^ 0x55
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_corrupt_but_decodable_jpeg_is_reported(tmp_path, capsys):
+    import json
+    import shutil
+
+    import cv2
+
+    from rtmkit import RTMDet
+    from rtmkit.cli import main
+    from rtmkit.data.check import check_dataset
+    from rtmkit.data.images import CorruptImageWarning
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    bad = _corrupt_jpeg(folder / "bad.jpg")
+    cv2.imwrite(str(folder / "good.jpg"), np.zeros((100, 100, 3), np.uint8))
+    with pytest.warns(CorruptImageWarning, match="bad.jpg: corrupt JPEG, decoded with errors \\(Corrupt JPEG data"):
+        results = RTMDet("rtmdet-nano", device="cpu").predict(folder)
+    assert len(results) == 2  # reported, still predicted
+    # check: a COCO json over the folder
+    ann = {"images": [{"id": 1, "file_name": "bad.jpg", "width": 300, "height": 200},
+                      {"id": 2, "file_name": "good.jpg", "width": 100, "height": 100}],
+           "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    (tmp_path / "images.json").write_text(json.dumps(ann))
+    report = check_dataset(tmp_path / "images.json")
+    assert [(p.file, p.kind) for p in report.problems] == [(str(bad), "corrupt_jpeg")]
+    shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+    assert main(["check", "--data", str(tmp_path / "images.json")]) == 0
+    assert "corrupt JPEG, decoded with errors" in capsys.readouterr().out
+
+
+def test_truncated_video_says_how_many_frames_were_read(tmp_path):
+    import cv2
+
+    from rtmkit.data.sources import VideoWarning, iter_frames
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    index = data.rfind(b"idx1")  # keep the header and the index (they announce 20 frames), lose the second half
+    data[len(data) // 2: index] = bytes(index - len(data) // 2)
+    path.write_bytes(bytes(data))
+    with pytest.warns(VideoWarning, match=r"clip.avi: read \d+ of the 20 frames its header announces"):
+        frames = list(iter_frames(str(path)))
+    assert 0 < len(frames) < 20

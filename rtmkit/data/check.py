@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .datasets import DatasetError, DetectionDataset, Problem, load_dataset
-from .images import ImageReadError, read_image
+from .images import ImageReadError, read_image_reporting
 
 
 @dataclass
@@ -80,9 +80,12 @@ class DatasetReport:
 
 def _verify(rec: dict[str, Any]) -> Problem | None:
     try:
-        img = read_image(rec["path"])
+        img, problem = read_image_reporting(rec["path"])
     except ImageReadError as e:
         return Problem(rec["path"], "corrupt_image", str(e).removeprefix(f"{rec['path']}: "), "skipped sample")
+    if problem is not None:
+        return Problem(rec["path"], "corrupt_jpeg", problem.removeprefix(f"{rec['path']}: "),
+                       "kept (decoded with errors)")
     h, w = img.shape[:2]
     if "height" in rec and (rec["height"], rec["width"]) != (h, w):
         return Problem(rec["path"], "size_mismatch", f"image is {w}x{h} but the annotations say "

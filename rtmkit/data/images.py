@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import threading
+import warnings
 from pathlib import Path
 
 import cv2
@@ -14,6 +18,37 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".m
 
 class ImageReadError(ValueError):
     """An image file or array that cannot be used, with the file and the reason in the message."""
+
+
+class CorruptImageWarning(UserWarning):
+    """A file that decodes, but with errors (libjpeg's "Corrupt JPEG data ..."): parts of it may be grey."""
+
+
+# libjpeg prints its warnings to the process's stderr (file descriptor 2), where Python cannot catch them; we
+# capture that descriptor around JPEG decodes. One decode at a time, so that threads do not see each other's.
+_STDERR_LOCK = threading.Lock()
+_LIBJPEG_PREFIXES = ("Corrupt JPEG data", "Premature end of JPEG file", "Invalid JPEG", "Warning: ")
+
+
+def _decode_jpeg_reporting(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """``cv2.imdecode`` of JPEG bytes, and libjpeg's warnings about them (None when it had none). Other text that
+    reached stderr meanwhile (another thread's output) is passed on."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(captured.fileno(), 2)
+        try:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        lines = captured.read().decode(errors="replace").splitlines()
+    ours = [line for line in lines if line.startswith(_LIBJPEG_PREFIXES)]
+    others = [line for line in lines if not line.startswith(_LIBJPEG_PREFIXES)]
+    if others:
+        sys.stderr.write("\n".join(others) + "\n")
+    return img, ("; ".join(dict.fromkeys(ours)) or None)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
@@ -38,8 +73,18 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     """Decode a file to an ``HxWx3`` BGR uint8 array, as MMDetection's ``LoadImageFromFile`` does.
 
     Grayscale is expanded to 3 channels, alpha is dropped and 16-bit images are reduced to 8 bits (OpenCV's
-    ``IMREAD_COLOR``). Missing, empty, undecodable and truncated files raise :class:`ImageReadError`.
+    ``IMREAD_COLOR``). Missing, empty, undecodable and truncated files raise :class:`ImageReadError`; a JPEG that
+    decodes with errors gives a :class:`CorruptImageWarning` naming the file.
     """
+    img, problem = read_image_reporting(path)
+    if problem is not None:
+        warnings.warn(problem, CorruptImageWarning, stacklevel=2)
+    return img
+
+
+def read_image_reporting(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
+    """:func:`read_image`, returning the decode problem (a corrupt-but-decodable JPEG) instead of warning, for
+    callers that collect problems from several threads (``warnings`` is not thread-safe)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -51,10 +96,17 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: file is empty")
     if _jpeg_truncated(data):
         raise ImageReadError(f"{path}: truncated JPEG (no end-of-image marker); the file is incomplete")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    problem = None
+    if data[:2] == b"\xff\xd8":
+        img, jpeg_problem = _decode_jpeg_reporting(data)
+        if img is not None and jpeg_problem:
+            problem = (f"{path}: corrupt JPEG, decoded with errors ({jpeg_problem}): parts of the picture may be "
+                       "grey or shifted")
+    else:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
-    return img
+    return img, problem
 
 
 def as_bgr_uint8(img: np.ndarray, name: str = "<array>") -> np.ndarray:

@@ -163,3 +163,31 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: i
         out[f"{split}_json"] = path
         out[f"{split}_images"] = img_dir
     return out
+
+
+def draw_demo_picture(size: int = 256, seed: int = 0, scale: tuple[float, float] = (0.25, 0.4)
+                      ) -> tuple[np.ndarray, list[dict]]:
+    """The picture ``rtmkit predict`` shows without arguments: four shapes drawn as in the dataset (background,
+    colours, rotations), one of each class plus one more, each alone in a quadrant of the image (no occlusion).
+    Returns the BGR image and its objects: dicts with ``label``, ``rbox``, ``mask`` and ``bbox`` [x1, y1, x2, y2]."""
+    rng = np.random.default_rng([seed, 2])  # split id 2: neither train (0) nor val (1)
+    img = _background(rng, size)
+    labels = [0, 1, 2, int(rng.integers(0, len(SHAPE_CLASSES)))]
+    objects: list[dict] = []
+    half = size / 2
+    for label, cell in zip(labels, rng.permutation(4)):
+        w = rng.uniform(*scale) * size
+        h = w * rng.uniform(0.55, 1.0)
+        angle = rng.uniform(-math.pi / 2, math.pi / 2)
+        r = math.hypot(w, h) / 2
+        lo, hi = r + 2, half - r - 2
+        cx, cy = ((cell % 2, cell // 2) * np.array(half)
+                  + (rng.uniform(lo, hi, 2) if lo < hi else np.array([half / 2, half / 2])))
+        poly = shape_polygon(SHAPE_CLASSES[label], cx, cy, w, h, angle)
+        mask = np.zeros((size, size), np.uint8)
+        _fill(mask, poly, 1)
+        ys, xs = np.nonzero(mask)
+        _fill(img, poly, _colour(rng, img[int(cy), int(cx)]))
+        objects.append({"label": label, "rbox": [float(cx), float(cy), w, h, angle], "mask": mask > 0,
+                        "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
+    return img, objects
