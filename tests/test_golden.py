@@ -138,3 +138,25 @@ def test_full_predict_api_matches_golden(shared, tmp_path):
         assert r.orig_shape == img.shape[:2]
         # the reference clamps in the padded frame and does not clip: boxes may pass the image border
         assert np.all(r.boxes >= 0)
+
+
+def test_postprocess_returns_the_kept_priors(shared, tiny):
+    """Each detection names the prior it came from: its score is that prior's score for its class, and its box is
+    that prior's decoded box (clamped to the input, rescaled) — what task heads use to gather their extra outputs."""
+    from rtmkit.models.postprocess import decode
+
+    inp = _load(shared("reference/common/coco_predict_inputs.pt"))
+    cfg = get_config("rtmdet-tiny")
+    with torch.no_grad():
+        candidates = decode(tiny(inp["batch_inputs"]), tiny.strides)
+    scales = torch.tensor([m["scale_factor"] for m in inp["img_metas"]], dtype=torch.float64)
+    dets = postprocess(candidates, cfg.eval, scales)
+    h, w = candidates.input_hw
+    for i, det in enumerate(dets):
+        assert det.prior_inds is not None and len(det.prior_inds) == len(det.scores) > 0
+        assert torch.equal(candidates.scores[i, det.prior_inds, det.labels], det.scores)
+        boxes = candidates.boxes[i, det.prior_inds].clone()
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        inv = (1.0 / scales[i]).float().repeat(2)
+        assert torch.equal(boxes * inv, det.boxes)
