@@ -101,6 +101,8 @@ def build_variants(model: RTMDet, args, workdir: Path) -> dict[str, Predictor]:
         "eager (fuse=False)": model.predictor(fuse=False),
         "BN folded, NCHW": pipeline(model, TorchBackend(model.net, channels_last=False)),
     }
+    if args.only_defaults:  # the headline ratio alone: no other nets in the caches, no other thread pools
+        return {k: v for k, v in variants.items() if k in ("predict() defaults", "eager (fuse=False)")}
     if not args.no_compile:
         backend = TorchBackend(model.net, compile=True, compile_size=args.imgsz)
         t = time.perf_counter()
@@ -133,6 +135,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (10-20 s to build)")
     ap.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime and OpenVINO variants")
+    ap.add_argument("--only-defaults", action="store_true",
+                    help="time only predict()'s defaults and the eager net against the reference (the other "
+                         "variants' weights and thread pools, interleaved in one process, slow each other down)")
     ap.add_argument("--default-allocator", action="store_true",
                     help="leave glibc's allocator as it is (sets RTMKIT_NO_MALLOPT=1; default: "
                          "rtmkit.allocator.keep_freed_memory(), as predict()'s fused backend does on CPUs)")
