@@ -16,8 +16,8 @@ rt="$work/venv/bin/rtmkit"
 "$rt" predict --model rtmdet-nano --no-save --device cpu
 if [ -d "$shared/weights" ]; then
   nano="$shared/weights/rtmdet_nano_person/rtmdet_nano_person.pth"
-  "$rt" val --model rtmdet-nano-person --weights "$nano" --data "$shared/data/balloon/val.json" --device cpu \
-    | grep -q "AP"
+  "$rt" val --model rtmdet-nano-person --weights "$nano" --data "$shared/data/coco_tiny/annotations/instances_val2017.json" \
+    --device cpu | grep -q "AP"
   "$rt" check --data "$shared/data/balloon/val.json" > /dev/null
   "$rt" train --model rtmdet-nano-person --weights "$nano" --data "$shared/data/balloon/val.json" \
     --val "$shared/data/balloon/val.json" --epochs 1 --batch 4 --imgsz 160 --workers 0 --freeze-bn --device cpu \

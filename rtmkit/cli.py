@@ -12,7 +12,7 @@ from . import __version__
 from .catalog import CONFIGS, MODELS
 from .config import CLIP_MODES
 from .engine.args import TrainArgs, add_train_flags
-from .runs import increment_dir
+from .runs import OutputError, atomic_write_text, increment_dir
 
 _WITH_WEIGHTS = (".pth", ".pt", ".onnx", ".engine")  # files that carry their own weights
 
@@ -55,7 +55,6 @@ def _count_frames(items: list) -> int | None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import cv2
     import numpy as np
     from tqdm import tqdm
 
@@ -82,36 +81,95 @@ def cmd_predict(args: argparse.Namespace) -> int:
         used_names.add(name)
         return name
 
-    stream = model.stream(items, preset=args.preset, batch=args.batch, imgsz=args.imgsz, **overrides)
+    failures: list = []
+    stream = model.stream(items, preset=args.preset, batch=args.batch, imgsz=args.imgsz, on_error="skip",
+                          failures=failures, **overrides)
+    finished = False
     try:
         for i, r in enumerate(tqdm(stream, total=_count_frames(items), unit="img", desc="predict")):
             src = Path(r.path) if r.path else None
             if r.frame is not None:  # video: one annotated video per file
                 if not args.no_save:
                     if r.path not in writers:
-                        cap = cv2.VideoCapture(r.path)
-                        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-                        cap.release()
-                        h, w = r.orig_shape
-                        out_path = save_dir / output_name(src.stem, ".mp4")
-                        writers[r.path] = cv2.VideoWriter(str(out_path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+                        writers[r.path] = _VideoOutput(save_dir / output_name(src.stem, ".mp4"), r.path, r.orig_shape)
                     writers[r.path].write(r.plot())
             elif not args.no_save:  # keep the source's name and format (a.jpg and a.png must not collide)
                 suffix = src.suffix.lower() if src is not None and src.suffix else ".jpg"
                 r.save(save_dir / output_name(src.stem if src is not None else f"image{i}", suffix))
             records.append({"source": r.path or f"array{i}", "frame": r.frame, "orig_shape": list(r.orig_shape),
                             "speed_ms": r.speed, "detections": r.to_list()})
+        finished = True
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
     finally:
         for w in writers.values():
-            w.release()
-    (save_dir / "predictions.json").write_text(json.dumps(records, indent=1))
+            w.close(keep=finished)
+        # What was predicted is never lost: written (atomically) even when the run stops early.
+        try:
+            _write_predictions(save_dir, records, failures)
+        except OSError as e:
+            if finished:
+                raise
+            print(f"rtmkit predict: could not save the predictions made so far: {e}", file=sys.stderr)
     n_det = sum(len(rec["detections"]) for rec in records)
     if records:
         mean = {k: float(np.mean([rec["speed_ms"][k] for rec in records])) for k in records[0]["speed_ms"]}
         speed = ", ".join(f"{k} {v:.1f} ms" for k, v in mean.items())
         print(f"{len(records)} images, {n_det} detections; per image: {speed}")
     print(f"results saved to {save_dir}")
+    if not finished:
+        return 130
+    if failures:
+        print(f"{len(failures)} input(s) could not be read and were skipped (listed in {save_dir / 'failures.json'}):",
+              file=sys.stderr)
+        for f in failures[:10]:
+            print(f"  {f.error}", file=sys.stderr)
+        if len(failures) > 10:
+            print(f"  ... and {len(failures) - 10} more", file=sys.stderr)
+        if not records:
+            print("rtmkit predict: error: no input could be read", file=sys.stderr)
+            return 1
+        if args.strict:
+            return 1
     return 0
+
+
+def _write_predictions(save_dir: Path, records: list, failures: list) -> None:
+    """``predictions.json`` (one record per image or video frame) and, when inputs were skipped,
+    ``failures.json`` (``[{"source", "error"}]``); each written whole or not at all."""
+    atomic_write_text(save_dir / "predictions.json", json.dumps(records, indent=1))
+    if failures:
+        atomic_write_text(save_dir / "failures.json",
+                          json.dumps([dataclasses.asdict(f) for f in failures], indent=1))
+
+
+class _VideoOutput:
+    """An annotated copy of one input video, written to ``<name>.part.mp4`` and renamed to ``<name>.mp4`` only
+    once the whole video went through: a stopped run leaves no truncated file that looks complete."""
+
+    def __init__(self, path: Path, source: str, orig_shape: tuple[int, int]):
+        import cv2
+
+        cap = cv2.VideoCapture(source)
+        fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        cap.release()
+        self.path, self.part = path, path.with_name(path.stem + ".part" + path.suffix)
+        h, w = orig_shape
+        self.writer = cv2.VideoWriter(str(self.part), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        if not self.writer.isOpened():
+            raise OutputError(f"{self.path}: could not open the video for writing (read-only or full folder?)")
+
+    def write(self, frame) -> None:
+        self.writer.write(frame)
+
+    def close(self, keep: bool) -> None:
+        import os
+
+        self.writer.release()
+        if keep and self.part.is_file() and self.part.stat().st_size > 0:
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -265,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", dest="project_dir", default=None,
                    help="write into exactly this folder (shorthand for --project/--name)")
     p.add_argument("--no-save", action="store_true", help="do not write annotated images/videos (JSON only)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any input could not be read (default: skip it with a warning; "
+                        "the readable inputs are predicted and saved either way)")
     p.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("export", help="export to ONNX (raw or end-to-end with NMS)")
@@ -335,8 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # The CLI's warnings are for its user: say what happened, not which library line noticed it.
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    shown_by, warnings.showwarning = warnings.showwarning, _show_warning
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown_by
+
+
+def _run(args: argparse.Namespace) -> int:
     if getattr(args, "project_dir", None):
         target = Path(args.project_dir)
         args.project, args.name = str(target.parent), target.name

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+
+from .runs import atomic_write_bytes
 
 # A fixed, high-contrast palette (BGR), cycled by class index.
 _PALETTE = [
@@ -21,6 +24,15 @@ _GREY = (110, 110, 110)  # tick labels, secondary text
 _GRID = (232, 232, 232)
 _LINE = (200, 80, 20)  # chart series (BGR blue)
 _PR_TOP = 10  # classes named in the PR-curve legend
+
+
+def save_image(path: str | Path, img: np.ndarray) -> None:
+    """Encode ``img`` (HxWx3 BGR) in the format of ``path``'s extension and write it atomically; an ``OSError``
+    names the file when the disk is full or the folder read-only (``cv2.imwrite`` would only return False)."""
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", img)
+    if not ok:
+        raise OSError(f"{path}: could not encode the image")
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -307,7 +319,7 @@ def plot_results(history: list[dict], path) -> None:
     blank = np.full_like(charts[0], 255)
     charts += [blank] * (-len(charts) % cols)
     grid = np.vstack([np.hstack(charts[i:i + cols]) for i in range(0, len(charts), cols)])
-    cv2.imwrite(str(path), grid)
+    save_image(path, grid)
 
 
 def pr_legend(precision: np.ndarray, names: Sequence[str], top: int = _PR_TOP) -> list[tuple[int, str, float]]:
@@ -343,7 +355,7 @@ def plot_pr_curve(precision: np.ndarray, names: list[str], path, w: int = 640, h
     legend = pr_legend(precision, names)
     if not legend:
         _put(img, "no ground truth", ((area[0] + area[2]) / 2, (area[1] + area[3]) / 2), 0.5, _GREY, "c")
-        cv2.imwrite(str(path), img)
+        save_image(path, img)
         return
     named = [k for k, _, _ in legend[1:]]
     for k in valid:
@@ -361,7 +373,7 @@ def plot_pr_curve(precision: np.ndarray, names: list[str], path, w: int = 640, h
         _put(img, f"{name if len(name) <= 14 else name[:13] + '.'} {ap:.3f}", (lx + 28, y), 0.4, _INK)
     if len(valid) > len(named):
         _put(img, f"+{len(valid) - len(named)} more (grey)", (lx + 28, ly + 30 + 19 * len(legend)), 0.38, _GREY)
-    cv2.imwrite(str(path), img)
+    save_image(path, img)
 
 
 def plot_train_batch(images, targets, mean, std, names: dict[int, str], path, max_images: int = 16) -> None:
@@ -383,4 +395,4 @@ def plot_train_batch(images, targets, mean, std, names: dict[int, str], path, ma
     scale = min(1.0, 1920 / grid.shape[1])
     if scale < 1:
         grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(path), grid)
+    save_image(path, grid)

@@ -25,7 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .plots import draw_instances, draw_probs
+from .plots import draw_instances, draw_probs, save_image
+from .runs import OutputError
 
 
 def rbox_corners(rboxes: np.ndarray) -> np.ndarray:
@@ -112,15 +113,17 @@ class Result:
                               show_labels=labels, show_conf=conf)
 
     def save(self, path: str | Path, **plot_kwargs: Any) -> Path:
-        """Write the annotated image to ``path`` (format from the extension)."""
+        """Write the annotated image to ``path`` (format from the extension), atomically: a full disk or a
+        read-only folder raises an ``OSError`` naming the file and leaves no partial image behind."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            ok = cv2.imwrite(str(path), self.plot(**plot_kwargs))
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{path.parent}: cannot create the folder ({e.strerror or e})", e.errno) from None
+        try:
+            save_image(path, self.plot(**plot_kwargs))
         except cv2.error as e:  # OpenCV raises for extensions it has no encoder for
             raise OSError(f"{path}: could not write image (unsupported extension?): {e}") from None
-        if not ok:
-            raise OSError(f"{path}: could not write image (unsupported extension?)")
         return path
 
     def to_polygons(self) -> list[list[np.ndarray]]:

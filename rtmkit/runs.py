@@ -5,15 +5,68 @@ from __future__ import annotations
 from pathlib import Path
 
 
+class OutputError(OSError):
+    """An output could not be written (full disk, read-only folder, permissions); the message names the path.
+    ``errno`` keeps the cause's error number; ``str()`` is the message alone."""
+
+    def __init__(self, message: str, errno: int | None = None):
+        super().__init__(message)
+        self.errno = errno
+
+
+def _reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
 def increment_dir(base: str | Path, name: str, mkdir: bool = True) -> Path:
-    """``base/name``, or ``base/name2``, ``base/name3`` ... if it exists (a fresh folder per run)."""
+    """``base/name``, or ``base/name2``, ``base/name3`` ... if it exists (a fresh folder per run).
+
+    Creating the folder is the claim: two processes starting at once get two folders. Raises
+    :class:`OutputError` naming the folder when it cannot be created (read-only, full, no permission)."""
     base = Path(base)
-    path, n = base / name, 2
-    while path.exists():
-        path, n = base / f"{name}{n}", n + 1
-    if mkdir:
-        path.mkdir(parents=True)
+    n = 1
+    while True:
+        path = base / (name if n == 1 else f"{name}{n}")
+        n += 1
+        if path.exists():
+            continue
+        if not mkdir:
+            return path
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue  # taken by another process a moment ago
+        except OSError as e:
+            raise OutputError(f"{path}: cannot create the output folder ({_reason(e)}); choose a writable "
+                              "place with --project (project= in Python)", e.errno) from None
+        return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``<path>.tmp`` then rename it over ``path``: ``path`` is either its old self or complete,
+    never half-written. Raises :class:`OutputError` naming ``path`` (and removes the ``.tmp``) on failure."""
+    import os
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: could not write ({_reason(e)})", e.errno) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 class RunLockError(RuntimeError):

@@ -163,12 +163,13 @@ def test_missing_source_fails_cleanly(tmp_path, capsys):
     assert not project.exists()  # no empty run folder left behind
 
 
-def test_corrupt_image_fails_naming_it(shared, folder, tmp_path, capsys):
+def test_corrupt_image_is_named_and_fails_a_strict_run(shared, folder, tmp_path, capsys):
     bad = folder / "000000000001.jpg"
     bad.write_bytes(b"\x00" * 100)
-    assert run(shared, "--source", str(folder), "--project", str(tmp_path / "runs")) == 1
-    err = capsys.readouterr().err
-    assert str(bad) in err and "error" in err
+    assert run(shared, "--source", str(folder), "--project", str(tmp_path / "runs")) == 0  # skipped, named
+    assert f"warning: skipped: {bad}: not a readable image" in capsys.readouterr().err
+    assert run(shared, "--source", str(folder), "--project", str(tmp_path / "runs"), "--strict") == 1
+    assert f"{bad}: not a readable image" in capsys.readouterr().err
 
 
 def test_bad_arguments(tmp_path, capsys):

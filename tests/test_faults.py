@@ -491,3 +491,109 @@ def test_truncated_video_says_how_many_frames_were_read(tmp_path):
     with pytest.warns(VideoWarning, match=r"clip.avi: read \d+ of the 20 frames its header announces"):
         frames = list(iter_frames(str(path)))
     assert 0 < len(frames) < 20
+
+
+def _mixed_folder(folder: Path) -> Path:
+    """Three good pictures and three bad files (garbage, empty, truncated JPEG), the bad ones sorted in between."""
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "c.png", "e.jpg"):
+        cv2.imwrite(str(folder / name), rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
+    (folder / "b.jpg").write_bytes(b"not an image")
+    (folder / "d.png").write_bytes(b"")
+    (folder / "d2.jpg").write_bytes((folder / "a.jpg").read_bytes()[:400])
+    return folder
+
+
+PREDICT = ["predict", "--model", "rtmdet-nano", "--device", "cpu", "--imgsz", "128"]
+
+
+def test_cli_predict_skips_unreadable_files_and_keeps_the_rest(tmp_path, capsys):
+    import json
+
+    from rtmkit.cli import main
+
+    folder = _mixed_folder(tmp_path / "mixed")
+    assert main([*PREDICT, "--source", str(folder), "--save-dir", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    for bad, why in [("b.jpg", "not a readable image"), ("d.png", "file is empty"), ("d2.jpg", "truncated JPEG")]:
+        assert f"warning: skipped: {folder / bad}: {why}" in err
+    assert "3 input(s) could not be read and were skipped" in err
+    out = tmp_path / "out"
+    records = json.loads((out / "predictions.json").read_text())
+    assert [Path(r["source"]).name for r in records] == ["a.jpg", "c.png", "e.jpg"]
+    assert all(r["orig_shape"] == [90, 120] for r in records)
+    failures = json.loads((out / "failures.json").read_text())
+    assert [Path(f["source"]).name for f in failures] == ["b.jpg", "d.png", "d2.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "c.png", "e.jpg", "failures.json", "predictions.json"]
+
+    # --strict: the same outputs, but the exit status says that something failed
+    assert main([*PREDICT, "--source", str(folder), "--save-dir", str(tmp_path / "strict"), "--strict"]) == 1
+    assert len(json.loads((tmp_path / "strict" / "predictions.json").read_text())) == 3
+    # nothing readable at all: an error, with the failures still listed
+    for good in ("a.jpg", "c.png", "e.jpg"):
+        (folder / good).unlink()
+    assert main([*PREDICT, "--source", str(folder), "--save-dir", str(tmp_path / "none")]) == 1
+    assert "rtmkit predict: error: no input could be read" in capsys.readouterr().err
+    assert json.loads((tmp_path / "none" / "predictions.json").read_text()) == []
+    assert len(json.loads((tmp_path / "none" / "failures.json").read_text())) == 3
+
+
+def test_cli_predict_on_a_full_disk_names_the_file_and_keeps_what_was_done(tmp_path, monkeypatch, capsys):
+    """ENOSPC (mocked: no small tmpfs can be mounted here) while writing the second annotated picture: the error
+    names it, no partial picture or .tmp file is left, and the first picture's predictions are saved."""
+    import errno
+    import json
+    import os
+
+    from rtmkit.cli import main
+
+    folder = _mixed_folder(tmp_path / "mixed")
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("c.png.tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    assert main([*PREDICT, "--source", str(folder), "--save-dir", str(out)]) == 1
+    assert f"rtmkit predict: error: {out / 'c.png'}: could not write (No space left on device)" in \
+        capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "failures.json", "predictions.json"]
+    assert [Path(r["source"]).name for r in json.loads((out / "predictions.json").read_text())] == ["a.jpg"]
+
+
+@pytest.mark.parametrize("command", ["predict", "train"])
+def test_read_only_output_folder_is_a_clear_error(command, shapes, tmp_path, monkeypatch, capsys):
+    """A read-only --project: one line naming the folder, exit 1, no traceback. As root (CI) permissions do not
+    apply, so the refusal is emulated at os.mkdir with the error a read-only file system gives."""
+    import errno
+    import os
+
+    from rtmkit.cli import main
+
+    project = tmp_path / "read-only"
+    project.mkdir()
+    if os.geteuid() == 0:
+        real_mkdir = os.mkdir
+
+        def mkdir(path, *a, **kw):
+            if str(path).startswith(str(project)):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_mkdir(path, *a, **kw)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    else:
+        project.chmod(0o555)
+    argv = ([*PREDICT, "--source", str(_mixed_folder(tmp_path / "mixed"))] if command == "predict" else
+            ["train", "--data", str(shapes["train_json"]), "--epochs", "1", "--imgsz", "128", "--workers", "0"])
+    assert main([*argv, "--project", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"rtmkit {command}: error: {re.escape(str(project / 'exp'))}: cannot create the output "
+                     r"folder \((Read-only file system|Permission denied)\); choose a writable place with --project",
+                     err), err
+    assert "Traceback" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 import random
@@ -28,7 +29,7 @@ from ..catalog import get_config
 from ..checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file, load_weights, save_checkpoint
 from ..data.loader import normalize_batch
 from ..device import select_device
-from ..runs import RunLock, increment_dir
+from ..runs import RunLock, atomic_write_text, increment_dir
 from .args import TrainArgs
 from .distributed import (
     DistInfo,
@@ -92,7 +93,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def _write_args_yaml(path: Path, args: dict[str, Any]) -> None:
     import yaml
 
-    path.write_text(yaml.safe_dump(args, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(args, sort_keys=False))
 
 
 class Trainer:
@@ -473,15 +474,16 @@ class Trainer:
         keys: list[str] = []
         for row in history:
             keys += [k for k in row if k not in keys]
-        with open(self.save_dir / "results.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            for row in history:
-                w.writerow(row)
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fieldnames=keys)
+        w.writeheader()
+        for row in history:
+            w.writerow(row)
+        atomic_write_text(self.save_dir / "results.csv", table.getvalue())
         plot_results(history, self.save_dir / "results.png")
         if metrics and val_set is not None:
             lines = ["class,AP"] + [f"{n},{ap:.4f}" for n, ap in metrics["per_class_AP"].items()]
-            (self.save_dir / "per_class_ap.csv").write_text("\n".join(lines) + "\n")
+            atomic_write_text(self.save_dir / "per_class_ap.csv", "\n".join(lines) + "\n")
             if "precision" in metrics:
                 plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")
 
