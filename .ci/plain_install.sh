@@ -14,6 +14,9 @@ rt="$work/venv/bin/rtmkit"
 "$rt" --version
 "$rt" models > /dev/null
 "$rt" predict --model rtmdet-nano --no-save --device cpu
+# no arguments: the demo model shipped as package data must be in the installed package and find the shapes
+"$rt" predict --device cpu --project "$work/predict" > "$work/demo.txt"
+grep -q "^found: .*triangle" "$work/demo.txt" || { cat "$work/demo.txt"; echo "demo predict found nothing"; exit 1; }
 if [ -d "$shared/weights" ]; then
   nano="$shared/weights/rtmdet_nano_person/rtmdet_nano_person.pth"
   "$rt" val --model rtmdet-nano-person --weights "$nano" --data "$shared/data/coco_tiny/annotations/instances_val2017.json" \

@@ -102,19 +102,16 @@ def make_data(n_images: int, dets_per_image: int, seed: int = 0,
 
 
 # ------------------------------------------------------------------------------------------------ evaluators
-def run_pycocotools(gt: dict, dets: list[dict]) -> dict:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
+def _timed(index_gt, evaluator, dets: list[dict]) -> dict:
+    """Index the ground truth (``index_gt()``), load the detections, evaluate, accumulate and summarise,
+    timing each part; ``evaluator``: the library's COCOeval class."""
     with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
-        coco_gt = COCO()
-        coco_gt.dataset = gt
-        coco_gt.createIndex()
+        coco_gt = index_gt()
         t1 = time.perf_counter()
         coco_dt = coco_gt.loadRes(dets)
         t2 = time.perf_counter()
-        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev = evaluator(coco_gt, coco_dt, "bbox")
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -122,25 +119,26 @@ def run_pycocotools(gt: dict, dets: list[dict]) -> dict:
     return {"index": t1 - t0, "loadRes": t2 - t1, "eval": t3 - t2, "stats": np.asarray(ev.stats, float),
             "precision": np.asarray(ev.eval["precision"]), "recall": np.asarray(ev.eval["recall"]),
             "catIds": list(ev.params.catIds)}
+
+
+def run_pycocotools(gt: dict, dets: list[dict]) -> dict:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    def index_gt():
+        coco_gt = COCO()
+        coco_gt.dataset = gt
+        coco_gt.createIndex()
+        return coco_gt
+
+    return _timed(index_gt, COCOeval, dets)
 
 
 def run_faster(gt: dict, dets: list[dict]) -> dict:
     from faster_coco_eval import COCO, COCOeval_faster
 
-    with contextlib.redirect_stdout(io.StringIO()):
-        t0 = time.perf_counter()
-        coco_gt = COCO(gt)  # use_deepcopy=False: indexes the dict as given, like the pycocotools path above
-        t1 = time.perf_counter()
-        coco_dt = coco_gt.loadRes(dets)
-        t2 = time.perf_counter()
-        ev = COCOeval_faster(coco_gt, coco_dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-        t3 = time.perf_counter()
-    return {"index": t1 - t0, "loadRes": t2 - t1, "eval": t3 - t2, "stats": np.asarray(ev.stats, float),
-            "precision": np.asarray(ev.eval["precision"]), "recall": np.asarray(ev.eval["recall"]),
-            "catIds": list(ev.params.catIds)}
+    # use_deepcopy=False: indexes the dict as given, like the pycocotools path above
+    return _timed(lambda: COCO(gt), COCOeval_faster, dets)
 
 
 def per_class_ap(precision: np.ndarray) -> np.ndarray:

@@ -11,28 +11,10 @@ from pathlib import Path
 from . import __version__
 from .catalog import CONFIGS, MODELS
 from .config import CLIP_MODES
-from .engine.args import TrainArgs, add_train_flags
+from .engine.args import DEMO_TRAIN, TrainArgs, add_train_flags
 from .runs import OutputError, atomic_write_text, increment_dir
 
 _WITH_WEIGHTS = (".pth", ".pt", ".onnx", ".engine")  # files that carry their own weights
-
-
-def demo_image(size: int = 640):
-    """A procedurally drawn BGR scene, so ``rtmkit predict`` runs without any file or network."""
-    import cv2
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    img = np.full((size, size, 3), 200, np.uint8)
-    for _ in range(8):
-        color = tuple(int(c) for c in rng.integers(0, 255, 3))
-        x, y = (int(v) for v in rng.integers(0, size - 120, 2))
-        w, h = (int(v) for v in rng.integers(40, 120, 2))
-        if rng.random() < 0.5:
-            cv2.rectangle(img, (x, y), (x + w, y + h), color, -1)
-        else:
-            cv2.ellipse(img, (x + w // 2, y + h // 2), (w // 2, h // 2), 0, 0, 360, color, -1)
-    return img
 
 
 def _count_frames(items: list) -> int | None:
@@ -61,12 +43,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from . import RTMDet
     from .data.sources import expand_source
 
-    model = RTMDet(args.model, weights=args.weights, device=args.device, runtime=args.runtime)
-    if args.weights is None and not str(args.model).endswith(_WITH_WEIGHTS):
-        print(f"warning: no --weights given: {args.model} is freshly initialised and will detect nothing useful",
+    demo = args.source is None
+    if demo and args.model is None and args.weights is None:
+        # The first command a new user types: a picture and a model that ship with rtmkit, so it shows detections
+        # offline, without any file.
+        from .assets import demo_weights
+
+        args.model = str(demo_weights())
+        print("no --source given: predicting rtmkit's demo picture (four shapes) with its demo model, rtmdet-nano "
+              "trained on the built-in shapes dataset (`rtmkit train` with no arguments trains one like it)")
+    model_name = args.model or "rtmdet-tiny"
+    model = RTMDet(model_name, weights=args.weights, device=args.device, runtime=args.runtime)
+    if args.weights is None and not model_name.endswith(_WITH_WEIGHTS):
+        print(f"warning: no --weights given: {model_name} is freshly initialised and will detect nothing useful",
               file=sys.stderr)
-    source = args.source if args.source is not None else [demo_image()]
-    items = expand_source(source)
+    if demo:
+        from .data.synthetic import draw_demo_picture
+
+        items = [draw_demo_picture()[0]]
+    else:
+        items = expand_source(args.source)
     save_dir = increment_dir(Path(args.project), args.name)
     overrides = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "agnostic": args.agnostic or None,
                  "clip": args.clip}
@@ -95,7 +91,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     writers[r.path].write(r.plot())
             elif not args.no_save:  # keep the source's name and format (a.jpg and a.png must not collide)
                 suffix = src.suffix.lower() if src is not None and src.suffix else ".jpg"
-                r.save(save_dir / output_name(src.stem if src is not None else f"image{i}", suffix))
+                stem = src.stem if src is not None else "demo" if demo else f"image{i}"
+                r.save(save_dir / output_name(stem, suffix))
             records.append({"source": r.path or f"array{i}", "frame": r.frame, "orig_shape": list(r.orig_shape),
                             "speed_ms": r.speed, "detections": r.to_list()})
         finished = True
@@ -116,6 +113,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         mean = {k: float(np.mean([rec["speed_ms"][k] for rec in records])) for k in records[0]["speed_ms"]}
         speed = ", ".join(f"{k} {v:.1f} ms" for k, v in mean.items())
         print(f"{len(records)} images, {n_det} detections; per image: {speed}")
+    if demo and records:
+        found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in records[0]["detections"]) or "nothing"
+        print(f"found: {found}")
+        if not args.no_save:
+            print(f"look at {save_dir / 'demo.jpg'}: each shape should have a box with its class and score")
     print(f"results saved to {save_dir}")
     if not finished:
         return 130
@@ -215,24 +217,24 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     data, val, demo = args.data, args.val, False
     if data is None and not args.resume:  # the offline main job: a dataset rtmkit draws itself, a short CPU run
-        from .data.synthetic import make_shapes_dataset
+        from .data.synthetic import DEMO_DATA, make_shapes_dataset
 
         demo = True
-        root = Path(args.project).parent / "data" / "shapes"
-        paths = make_shapes_dataset(root, num_train=96, num_val=24, size=320, seed=0)
+        root = Path(args.project or TrainArgs.project).parent / "data" / "shapes"
+        paths = make_shapes_dataset(root, seed=0, **DEMO_DATA)
         data, val = str(paths["train_json"]), str(paths["val_json"])
-        print(f"no --data given: training on the built-in shapes dataset ({root}): 3 classes, 96 + 24 images")
+        print(f"no --data given: training on the built-in shapes dataset ({root}): red rectangles, green ellipses "
+              f"and blue triangles, {DEMO_DATA['num_train']} + {DEMO_DATA['num_val']} images; about 3 minutes on "
+              "2 CPU cores")
     fields = {f.name for f in dataclasses.fields(TrainArgs)}
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(data=data, val=val)
     if demo:
-        # rtmdet-nano trains ~3x faster than tiny on a CPU: 24 epochs (half of them stage 2) in ~3 minutes
-        for key, default in (("model", "rtmdet-nano"), ("imgsz", 320), ("epochs", 24), ("batch", 8), ("lr", 0.004),
-                             ("warmup_iters", 20), ("workers", 0)):
+        for key, default in DEMO_TRAIN.items():
             if getattr(args, key) is None:
                 values[key] = default
-        if args.stage2_epochs is None:
-            values["stage2_epochs"] = values["epochs"] // 2
+        if args.epochs is not None and args.stage2_epochs is None:
+            values["stage2_epochs"] = values["epochs"]
     result = Trainer(TrainArgs.from_kwargs(**values)).fit()
     save_dir = Path(result["save_dir"])
     if result.get("metrics"):
@@ -249,6 +251,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             r.save(out / Path(r.path).name)
         print(f"predictions on {len(paths)} validation images saved to {out}")
     print(f"results saved to {save_dir}")
+    if demo:
+        best = save_dir / "weights" / "best.pt"
+        print(f"what to look at:\n"
+              f"  {save_dir / 'predictions'}/  boxes with class and score on validation images the model never "
+              "trained on\n"
+              f"  {save_dir / 'results.png'}  losses and AP per epoch (AP above 0.5 means most boxes are tight)\n"
+              f"  {save_dir / 'pr_curve.png'}  precision against recall per class\n"
+              f"next: rtmkit predict --model {best} --source {Path(val).parent.parent / 'val'}\n"
+              "      rtmkit train --data your/data.yaml --model rtmdet-tiny --weights rtmdet-tiny  (fine-tune on your "
+              "data)")
     return 0
 
 
@@ -301,11 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
-    p.add_argument("--model", default="rtmdet-tiny",
-                   help=f"config name ({', '.join(CONFIGS)}) or an rtmkit checkpoint")
+    p.add_argument("--model", default=None,
+                   help=f"config name ({', '.join(CONFIGS)}), an rtmkit checkpoint or an exported .onnx (default: "
+                        "rtmdet-tiny; with neither --source nor --weights, the built-in demo model)")
     p.add_argument("--weights", default=None, help="checkpoint path, URL or model-zoo name")
     p.add_argument("--source", default=None,
-                   help="image, folder, glob or video (default: a built-in demo image, no file needed)")
+                   help="image, folder, glob or video (default: the built-in demo picture, no file needed)")
     p.add_argument("--preset", default="deploy", choices=["deploy", "eval"],
                    help="deploy: score > 0.3, 100 boxes; eval: the config's test_cfg (COCO evaluation settings)")
     p.add_argument("--conf", type=float, default=None, help="score threshold (overrides the preset)")

@@ -145,10 +145,10 @@ def test_default_demo_image_without_weights(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning" in err and "no --weights" in err
     exp = project / "exp"
-    assert sorted(p.name for p in exp.iterdir()) == ["image0.jpg", "predictions.json"]
-    assert cv2.imread(str(exp / "image0.jpg")).shape == (640, 640, 3)
+    assert sorted(p.name for p in exp.iterdir()) == ["demo.jpg", "predictions.json"]
+    assert cv2.imread(str(exp / "demo.jpg")).shape == (192, 192, 3)
     records = load_records(exp)
-    assert len(records) == 1 and records[0]["source"] == "array0" and records[0]["orig_shape"] == [640, 640]
+    assert len(records) == 1 and records[0]["source"] == "array0" and records[0]["orig_shape"] == [192, 192]
 
 
 def test_missing_source_fails_cleanly(tmp_path, capsys):

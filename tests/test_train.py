@@ -198,7 +198,7 @@ def test_main_job_without_arguments_trains_on_built_in_shapes(tmp_path, capsys, 
     assert (tmp_path / "runs/data/shapes/annotations/train.json").exists()
     run = tmp_path / "runs/train/exp"
     args = yaml.safe_load((run / "args.yaml").read_text())
-    assert args["model"] == "rtmdet-nano" and args["epochs"] == 2 and args["stage2_epochs"] == 1
+    assert args["model"] == "rtmdet-nano" and args["epochs"] == 2 and args["stage2_epochs"] == 2
     assert (run / "weights/best.pt").exists() and (run / "weights/last.pt").exists()
     assert len(list((run / "predictions").glob("*.png"))) == 8
     assert len((run / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs

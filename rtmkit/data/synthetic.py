@@ -31,6 +31,12 @@ import cv2
 import numpy as np
 
 SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
+
+# The dataset of `rtmkit train`'s offline demo: few large objects whose colour follows their class, so rtmdet-nano
+# learns it from scratch in about three minutes on two CPU cores (box AP ~0.7). The images are drawn at twice
+# the training input size so the prediction pictures stay readable.
+DEMO_DATA = {"num_train": 300, "num_val": 30, "size": 192, "max_objects": 2, "scale": (0.35, 0.7),
+             "class_colours": True}
 _SPLIT_IDS = {"train": 0, "val": 1}
 
 
@@ -73,15 +79,32 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> tuple[int, int, int]
     return int(col[0]), int(col[1]), int(col[2])
 
 
+# Hue (OpenCV's 0-180 scale) of each class when colours follow the class: red rectangles, green ellipses, blue
+# triangles, each shade jittered. An easier task than shape alone, for a demo that must learn in minutes.
+_CLASS_HUES = (0, 60, 120)
+
+
+def _class_colour(rng: np.random.Generator, label: int, avoid: np.ndarray) -> tuple[int, int, int]:
+    for _ in range(50):
+        hsv = np.array([[[(_CLASS_HUES[label] + rng.integers(-8, 9)) % 180, rng.integers(170, 256),
+                          rng.integers(150, 256)]]], np.uint8)
+        col = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0]
+        if np.abs(col.astype(int) - avoid.astype(int)).sum() > 150:
+            break
+    return int(col[0]), int(col[1]), int(col[2])
+
+
 def _fill(canvas: np.ndarray, poly: np.ndarray, value) -> None:
     pts = np.round(poly * 16).astype(np.int32)[None]  # 4 bits of sub-pixel precision
     cv2.fillPoly(canvas, pts, value, lineType=cv2.LINE_8, shift=4)
 
 
 def draw_shapes_image(rng: np.random.Generator, size: int = 320, max_objects: int = 6, empty: bool = False,
-                      scale: tuple[float, float] = (0.12, 0.45)) -> tuple[np.ndarray, list[dict]]:
+                      scale: tuple[float, float] = (0.12, 0.45), class_colours: bool = False
+                      ) -> tuple[np.ndarray, list[dict]]:
     """One image and its objects: dicts with ``label`` (0-2), ``rbox``, ``mask`` (HxW bool of the visible part).
-    ``scale``: the range of an object's long side as a fraction of ``size``."""
+    ``scale``: the range of an object's long side as a fraction of ``size``. ``class_colours``: each class has its
+    own hue (red rectangles, green ellipses, blue triangles) instead of a random colour."""
     img = _background(rng, size)
     ids = np.zeros((size, size), np.int32)  # 0 = background, k = object k-1
     objects: list[dict] = []
@@ -108,7 +131,8 @@ def draw_shapes_image(rng: np.random.Generator, size: int = 320, max_objects: in
         ids[cand > 0] = k + 1
         full = int(cand.sum())
         objects.append({"label": label, "rbox": [cx, cy, w, h, angle], "full": full, "visible": full})
-        _fill(img, poly, _colour(rng, img[int(cy), int(cx)]))
+        background = img[int(cy), int(cx)]
+        _fill(img, poly, _class_colour(rng, label, background) if class_colours else _colour(rng, background))
     for k, o in enumerate(objects):
         o["mask"] = ids == k + 1
     return img, [o for o in objects if o["mask"].any()]
@@ -133,8 +157,8 @@ def _annotation(obj: dict, ann_id: int, image_id: int) -> dict | None:
 
 
 def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: int = 20, size: int = 320,
-                        seed: int = 0, max_objects: int = 6, scale: tuple[float, float] = (0.12, 0.45)
-                        ) -> dict[str, Path]:
+                        seed: int = 0, max_objects: int = 6, scale: tuple[float, float] = (0.12, 0.45),
+                        class_colours: bool = False) -> dict[str, Path]:
     """Write the shapes dataset under ``root`` (see the module docstring); returns the paths ``root``,
     ``train_json``, ``train_images``, ``val_json``, ``val_images``."""
     root = Path(root)
@@ -147,7 +171,8 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: i
         images, anns = [], []
         for i in range(count):
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-            img, objects = draw_shapes_image(rng, size, max_objects, empty=(i % 10 == 9), scale=scale)
+            img, objects = draw_shapes_image(rng, size, max_objects, empty=(i % 10 == 9), scale=scale,
+                                             class_colours=class_colours)
             name = f"{i:06d}.png"
             cv2.imwrite(str(img_dir / name), img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
             images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
@@ -165,13 +190,15 @@ def make_shapes_dataset(root: str | os.PathLike, num_train: int = 80, num_val: i
     return out
 
 
-def draw_demo_picture(size: int = 256, seed: int = 0, scale: tuple[float, float] = (0.25, 0.4)
-                      ) -> tuple[np.ndarray, list[dict]]:
+def draw_demo_picture(size: int = 192, seed: int = 0, scale: tuple[float, float] = (0.3, 0.42),
+                      class_colours: bool = True) -> tuple[np.ndarray, list[dict]]:
     """The picture ``rtmkit predict`` shows without arguments: four shapes drawn as in the dataset (background,
     colours, rotations), one of each class plus one more, each alone in a quadrant of the image (no occlusion).
     Returns the BGR image and its objects: dicts with ``label``, ``rbox``, ``mask`` and ``bbox`` [x1, y1, x2, y2]."""
     rng = np.random.default_rng([seed, 2])  # split id 2: neither train (0) nor val (1)
     img = _background(rng, size)
+    if class_colours:  # a grey background: none of the class hues blends into it
+        img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     labels = [0, 1, 2, int(rng.integers(0, len(SHAPE_CLASSES)))]
     objects: list[dict] = []
     half = size / 2
@@ -187,7 +214,8 @@ def draw_demo_picture(size: int = 256, seed: int = 0, scale: tuple[float, float]
         mask = np.zeros((size, size), np.uint8)
         _fill(mask, poly, 1)
         ys, xs = np.nonzero(mask)
-        _fill(img, poly, _colour(rng, img[int(cy), int(cx)]))
+        background = img[int(cy), int(cx)]
+        _fill(img, poly, _class_colour(rng, label, background) if class_colours else _colour(rng, background))
         objects.append({"label": label, "rbox": [float(cx), float(cy), w, h, angle], "mask": mask > 0,
                         "bbox": [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]})
     return img, objects
