@@ -410,7 +410,8 @@ class Trainer:
                 detail = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in losses.items())
                 self._log(f"warning: {problem} at epoch {epoch + 1}, step {self.it} ({detail}): step skipped")
                 if bad_steps >= 3:
-                    raise TrainingError(f"{problem}s in {bad_steps} steps of epoch {epoch + 1} (last at step "
+                    plural = {"non-finite loss": "non-finite losses"}.get(problem, problem)
+                    raise TrainingError(f"{plural} in {bad_steps} steps of epoch {epoch + 1} (last at step "
                                         f"{self.it}: {detail}); {self._last_good()}. Try a lower --lr or disable "
                                         "--amp.")
                 continue
