@@ -431,6 +431,11 @@ def _run(args: argparse.Namespace) -> int:
         args.project, args.name = str(target.parent), target.name
     try:
         return args.func(args)
+    except BrokenPipeError:  # `rtmkit val ... | head`: the reader left; stop quietly, as other commands do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at interpreter exit
+        return 141
     except (OSError, ValueError, RuntimeError, ImportError, KeyError, TypeError) as e:
         # KeyError's str() quotes its message; say it in plain words, in the CLI's terms.
         message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)

@@ -101,8 +101,8 @@ def coco_evaluate(gt: str | Path | dict, detections: list[dict[str, Any]], image
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
-    if verbose:
-        print(sink.getvalue())
+    if verbose:  # COCOeval's summary table, without pycocotools' progress chatter
+        print("\n".join(line for line in sink.getvalue().splitlines() if line.lstrip().startswith("Average")))
     if not detections:
         cats = sorted(set(category_ids)) if category_ids is not None else [c["id"] for c in data["categories"]]
         return {name: 0.0 for name in STAT_NAMES} | {"per_class_AP": {int(c): 0.0 for c in cats}}
