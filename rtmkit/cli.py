@@ -44,7 +44,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .data.sources import expand_source
 
     demo = args.source is None
-    if demo and args.model is None and args.weights is None:
+    shipped_model = demo and args.model is None and args.weights is None
+    if shipped_model:
         # The first command a new user types: a picture and a model that ship with rtmkit, so it shows detections
         # offline, without any file.
         from .assets import demo_weights
@@ -117,7 +118,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         found = ", ".join(f"{d['name']} {d['score']:.2f}" for d in records[0]["detections"]) or "nothing"
         print(f"found: {found}")
         if not args.no_save:
-            print(f"look at {save_dir / 'demo.jpg'}: each shape should have a box with its class and score")
+            hint = ": each shape should have a box with its class and score" if shipped_model else ""
+            print(f"look at {save_dir / 'demo.jpg'}{hint}")
     print(f"results saved to {save_dir}")
     if not finished:
         return 130
