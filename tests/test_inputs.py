@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import shutil
 
 import cv2
@@ -321,10 +322,21 @@ def test_folder_with_one_corrupt_image_raises_naming_it(nano, tmp_path, val, rea
             seen.append(os.path.basename(r.path))
     assert seen == [f"a_{CROWD}"]
 
+    # on_error="skip": the broken file is named in a warning and in results.failures, the others are predicted
+    # exactly as without it
+    with pytest.warns(UserWarning, match=f"skipped: {re.escape(str(bad))}: truncated JPEG"):
+        skipped = nano.predict(tmp_path, on_error="skip")
+    assert [os.path.basename(r.path) for r in skipped] == [f"a_{CROWD}", f"c_{CROWD2}", f"d_{CROWD3}"]
+    assert [(f.source, f.error.split(": ", 1)[1]) for f in skipped.failures] == [
+        (str(bad), "truncated JPEG (no end-of-image marker); the file is incomplete")]
+
     # Without the broken file every image is returned, none skipped, in sorted order.
     bad.unlink()
     results = nano.predict(tmp_path)
     assert [os.path.basename(r.path) for r in results] == [f"a_{CROWD}", f"c_{CROWD2}", f"d_{CROWD3}"]
+    assert results.failures == []
+    for r, s in zip(results, skipped):
+        np.testing.assert_array_equal(r.boxes, s.boxes)
 
 
 def test_trailing_data_after_jpeg_end_marker_within_1k_ok(tmp_path, real_bytes, crowd):
