@@ -204,3 +204,17 @@ def test_main_job_without_arguments_trains_on_built_in_shapes(tmp_path, capsys, 
     assert (run / "weights/best.pt").exists() and (run / "weights/last.pt").exists()
     assert len(list((run / "predictions").glob("*.png"))) == 8
     assert len((run / "results.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+
+def test_script_without_main_guard_gets_a_hint(shapes, tmp_path):
+    """Data workers start from a fresh interpreter that imports the calling script; a script calling train() at
+    top level makes each worker run it again and die. The error must say how to fix it, not only that they died."""
+    script = tmp_path / "train_script.py"
+    script.write_text(
+        "from rtmkit.engine.trainer import Trainer, TrainArgs\n"
+        f"Trainer(TrainArgs(model='rtmdet-nano', data={str(shapes['train_json'])!r}, epochs=1, batch=4, imgsz=128,"
+        f" workers=2, project={str(tmp_path / 'runs')!r})).fit()\n")
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode != 0
+    assert 'put the call under `if __name__ == "__main__":`' in proc.stderr, proc.stderr[-2000:]

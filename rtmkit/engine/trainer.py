@@ -326,6 +326,13 @@ class Trainer:
             try:
                 losses = self._train_epoch(epoch, loader)
             except RuntimeError as e:  # a collective timed out or failed: say which rank went silent
+                if "exited unexpectedly" in str(e) and not isinstance(e, TrainingError):
+                    # Workers start from a fresh interpreter that imports the calling script (forkserver/spawn):
+                    # a script that calls train() at top level makes each worker run it again and die.
+                    raise TrainingError(
+                        f"{(str(e).splitlines() or [''])[0]}. If you call train() from a script, put the call "
+                        "under `if __name__ == \"__main__\":` (data workers import the script), or pass workers=0. "
+                        f"{self._last_good()}.") from e
                 if not self.dist.enabled or isinstance(e, TrainingError):
                     raise
                 who = self.heartbeat.silent()
