@@ -33,7 +33,7 @@ import numpy as np
 SHAPE_CLASSES = ("rectangle", "ellipse", "triangle")
 
 # The dataset of `rtmkit train`'s offline demo: few large objects whose colour follows their class, so rtmdet-nano
-# learns it from scratch in about three minutes on two CPU cores (box AP ~0.7). The images are drawn at twice
+# learns it from scratch in about three minutes on two CPU cores (box AP about 0.66). The images are drawn at twice
 # the training input size so the prediction pictures stay readable.
 DEMO_DATA = {"num_train": 300, "num_val": 30, "size": 192, "max_objects": 2, "scale": (0.35, 0.7),
              "class_colours": True}
