@@ -122,7 +122,8 @@ def _mmrot(config_stem: str, sha: str) -> str:
 
 _COCO_AP_NOTE = ("box_ap from mmdet metafile.yml; box_ap_readme from the README table, measured after the "
                  "test_cfg change of mmdetection PR #9494 (+0.1-0.3 AP)")
-_RESERVED_INS = "RTMDet-Ins (instance segmentation): reserved, rtmkit does not build the mask head yet"
+_RESERVED_INS = ("RTMDet-Ins (instance segmentation): reserved; rtmkit builds its network (exact to the reference) "
+                 "but not yet its mask post-processing, loss and export")
 _RESERVED_ROT = "RTMDet-R (rotated boxes, DOTA-v1.0, 15 classes): reserved, rtmkit does not build it yet"
 _DOTA_METRICS_NOTE = "DOTA-v1.0 test server mmAP/mAP50/mAP75 from the mmrotate README"
 

@@ -1,4 +1,5 @@
-"""The RTMDet network: CSPNeXt backbone -> CSPNeXtPAFPN neck -> RTMDetSepBNHead."""
+"""The RTMDet network: CSPNeXt backbone -> CSPNeXtPAFPN neck -> RTMDetSepBNHead (RTMDetInsSepBNHead for the
+``segment`` task)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import torch
 from torch import nn
 
 from ..config import RTMDetConfig
-from ..structures import DetOutputs
+from ..structures import DetOutputs, SegOutputs
 from .backbone import CSPNeXt
 from .head import RTMDetSepBNHead
+from .head_ins import RTMDetInsSepBNHead
 from .neck import CSPNeXtPAFPN
 
 
@@ -28,6 +30,12 @@ class RTMDetNet(nn.Module):
                                 expand_ratio=cfg.net.expand_ratio, channel_attention=cfg.net.channel_attention)
         self.neck = CSPNeXtPAFPN(cfg.net.neck_in_channels, cfg.net.feat_channels, cfg.net.neck_blocks,
                                  depthwise=cfg.net.depthwise, expand_ratio=cfg.net.expand_ratio)
+        if cfg.task == "segment":
+            self.bbox_head = RTMDetInsSepBNHead(cfg.num_classes, cfg.net.feat_channels, cfg.net.feat_channels,
+                                                cfg.strides, stacked_convs=cfg.net.stacked_convs,
+                                                share_conv=cfg.net.share_conv,
+                                                pred_kernel_size=cfg.net.pred_kernel_size)
+            return
         self.bbox_head = RTMDetSepBNHead(cfg.num_classes, cfg.net.feat_channels, cfg.net.feat_channels, cfg.strides,
                                          stacked_convs=cfg.net.stacked_convs, share_conv=cfg.net.share_conv,
                                          exp_on_reg=cfg.net.exp_on_reg, depthwise=cfg.net.depthwise,
@@ -37,5 +45,5 @@ class RTMDetNet(nn.Module):
     def strides(self) -> tuple[int, ...]:
         return self.bbox_head.strides
 
-    def forward(self, x: torch.Tensor) -> DetOutputs:
+    def forward(self, x: torch.Tensor) -> DetOutputs | SegOutputs:
         return self.bbox_head(self.neck(self.backbone(x)))

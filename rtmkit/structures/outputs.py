@@ -21,3 +21,18 @@ class DetOutputs(NamedTuple):
 
     cls_scores: list[torch.Tensor]
     bbox_preds: list[torch.Tensor]
+
+
+class SegOutputs(NamedTuple):
+    """RTMDet-Ins head outputs (MMDetection's ``RTMDetInsSepBNHead.forward`` order).
+
+    ``cls_scores``, ``bbox_preds``: as :class:`DetOutputs` (distances are ``ReLU(...) * stride``).
+    ``kernel_preds``: ``[B, 169, H_l, W_l]`` per level, each prior's dynamic-conv parameters: weights of the three
+    1x1 convs 10->8, 8->8, 8->1 (out-major), then their biases 8, 8, 1.
+    ``mask_feat``: ``[B, 8, H/8, W/8]`` mask prototypes at stride 8 (one tensor, not a list).
+    """
+
+    cls_scores: list[torch.Tensor]
+    bbox_preds: list[torch.Tensor]
+    kernel_preds: list[torch.Tensor]
+    mask_feat: torch.Tensor
