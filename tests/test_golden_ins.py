@@ -63,3 +63,52 @@ def test_forward_matches_golden(shared):
         assert ours.shape == theirs.shape
         assert (ours - theirs).abs().max().item() <= 1e-4
     assert all((b >= 0).all() for b in bbox_preds)  # ReLU distances
+
+
+def _ins_tiny(shared):
+    net = RTMDetNet(_ins_config("rtmdet-tiny")).eval()
+    net.load_state_dict(_load(shared("reference/ins_tiny/state_dict.pt")), strict=True)
+    return net
+
+
+def test_predictions_and_masks_match_golden(shared):
+    """Both real COCO images through the Ins test path: the 100 detections of each (boxes <= 1e-3 px, scores
+    <= 1e-5, labels equal), the masks of the top 20 equal but for boundary ties (pixels whose probability is within
+    1e-4 of the 0.5 threshold, counted), and every mask's area within those ties."""
+    from rtmkit.config import PostprocessConfig
+    from rtmkit.models.masks import mask_logits, paste_masks, resize_mask_logits
+    from rtmkit.models.postprocess import decode, postprocess
+    from rtmkit.ops.boxes import grid_priors
+    from rtmkit.ops.levels import flatten_levels, level_sizes
+
+    net = _ins_tiny(shared)
+    inp = _load(shared("reference/common/coco_predict_inputs.pt"))
+    ref = _load(shared("reference/ins_tiny/predict.pt"))
+    tc = ref["test_cfg"]
+    cfg = PostprocessConfig(score_thr=tc["score_thr"], iou_thr=tc["nms"]["iou_threshold"], nms_pre=tc["nms_pre"],
+                            max_per_img=tc["max_per_img"])
+    with torch.no_grad():
+        out = net(inp["batch_inputs"])
+    scales = torch.tensor([m["scale_factor"] for m in inp["img_metas"]], dtype=torch.float64)
+    dets = postprocess(decode(out, net.strides), cfg, scales)
+    priors = grid_priors(level_sizes(out.cls_scores), net.strides, with_stride=True)[:, :3]
+    kernels = flatten_levels(out.kernel_preds)
+    ties = 0
+    for i, (det, r) in enumerate(zip(dets, ref["per_image"])):
+        assert len(det.scores) == r["num_dets"] == 100
+        assert (det.boxes - r["all_bboxes"]).abs().max().item() <= 1e-3
+        assert (det.scores - r["all_scores"]).abs().max().item() <= 1e-5
+        assert torch.equal(det.labels, r["all_labels"])
+        meta = inp["img_metas"][i]
+        with torch.no_grad():
+            logits = mask_logits(out.mask_feat[i], kernels[i, det.prior_inds], priors[det.prior_inds])
+        masks = paste_masks(logits, meta["scale_factor"], meta["ori_shape"][:2], tc["mask_thr_binary"])
+        assert masks.shape == (100, *meta["ori_shape"][:2]) and masks.dtype == torch.bool
+        k = r["num_stored"]
+        differ = masks[:k] != r["masks"]
+        if differ.any():  # only ties: the probabilities the threshold saw
+            prob = resize_mask_logits(logits[:k], meta["scale_factor"], meta["ori_shape"][:2]).sigmoid()
+            assert (prob[differ] - 0.5).abs().max().item() < 1e-4
+        ties += int(differ.sum())
+        assert (masks.sum((1, 2)) - r["mask_areas_all"]).abs().max().item() <= 3
+    assert ties <= 10  # of 2 x 20 masks, about 200 000 pixels each
