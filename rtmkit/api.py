@@ -105,7 +105,12 @@ class RTMDet:
 
     @property
     def task(self) -> str:
-        return "detect"
+        return self.cfg.task
+
+    def _require_detect(self, action: str) -> None:
+        if self.cfg.task != "detect":
+            raise NotImplementedError(f"{action} is not implemented yet for {self.cfg.task} models ({self.cfg.name}); "
+                                      "predict works")
 
     def __repr__(self) -> str:
         kind = type(self.backend).__name__ if self.net is None else \
@@ -132,10 +137,11 @@ class RTMDet:
     def postprocess_config(self, preset: str = "deploy", *, conf: float | None = None, iou: float | None = None,
                            max_det: int | None = None, nms_pre: int | None = None, agnostic: bool | None = None,
                            clip: str | None = None, min_size: float | None = None,
-                           nms_space: str | None = None) -> PostprocessConfig:
+                           nms_space: str | None = None, mask_thr: float | None = None) -> PostprocessConfig:
         """The preset's post-processing settings with any given overrides applied."""
         changes = {"score_thr": conf, "iou_thr": iou, "max_per_img": max_det, "nms_pre": nms_pre,
-                   "agnostic": agnostic, "clip": clip, "min_bbox_size": min_size, "nms_space": nms_space}
+                   "agnostic": agnostic, "clip": clip, "min_bbox_size": min_size, "nms_space": nms_space,
+                   "mask_thr": mask_thr}
         return dataclasses.replace(self.cfg.preset(preset), **{k: v for k, v in changes.items() if v is not None})
 
     def predictor(self, fuse: bool = True) -> Predictor:
@@ -240,6 +246,7 @@ class RTMDet:
         """
         if self.net is None:
             raise ValueError("an exported graph has no training loss: use the PyTorch model")
+        self._require_detect("the training loss")
         criterion = self.__dict__.get("_criterion")
         if criterion is None:
             from .engine.task import DetectionTask
@@ -254,6 +261,7 @@ class RTMDet:
 
         if self.net is None:
             raise ValueError("an exported graph cannot be trained: use the PyTorch model")
+        self._require_detect("training")
         kwargs.setdefault("model", self.cfg.name)
         if self.weights is not None and "weights" not in kwargs:
             kwargs["weights"] = self.weights
@@ -282,6 +290,7 @@ class RTMDet:
             raise ValueError(f"unsupported export format {format!r}: use 'onnx' (TensorRT engines are built from it)")
         if self.net is None:
             raise ValueError("this model is already an exported graph")
+        self._require_detect("export")
         from .export.onnx import export_onnx
 
         post = dataclasses.replace(self.cfg.deploy, score_thr=conf, iou_thr=iou if iou is not None else

@@ -68,6 +68,15 @@ def _det(name: str, size: str, deepen: float, widen: float, neck_blocks: int, *,
                         data=DataConfig(input_size=input_size), eval=eval or PostprocessConfig())
 
 
+def _ins(name: str, size: str, deepen: float, widen: float, neck_blocks: int) -> RTMDetConfig:
+    """RTMDet-Ins: the detector's backbone and neck of that size with the Ins head, and its test_cfg."""
+    return RTMDetConfig(name=name, task="segment", size=size,
+                        net=NetConfig(deepen_factor=deepen, widen_factor=widen, neck_blocks=neck_blocks,
+                                      exp_on_reg=False),
+                        eval=PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100,
+                                               mask_thr=0.5))
+
+
 _PERSON_EVAL = PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)
 _CONFIGS: dict[str, RTMDetConfig] = {c.name: c for c in (
     _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, exp_on_reg=False),
@@ -85,6 +94,11 @@ _CONFIGS: dict[str, RTMDetConfig] = {c.name: c for c in (
          input_size=320, class_names=("hand",), eval=_PERSON_EVAL),
     # RTMPose's larger person detector: rtmdet-m with one class.
     _det("rtmdet-m-person", "m", 0.67, 0.75, 2, exp_on_reg=True, num_classes=1, class_names=("person",)),
+    _ins("rtmdet-ins-tiny", "tiny", 0.167, 0.375, 1),
+    _ins("rtmdet-ins-s", "s", 0.33, 0.5, 1),
+    _ins("rtmdet-ins-m", "m", 0.67, 0.75, 2),
+    _ins("rtmdet-ins-l", "l", 1.0, 1.0, 3),
+    _ins("rtmdet-ins-x", "x", 1.33, 1.25, 4),
 )}
 
 
@@ -122,8 +136,8 @@ def _mmrot(config_stem: str, sha: str) -> str:
 
 _COCO_AP_NOTE = ("box_ap from mmdet metafile.yml; box_ap_readme from the README table, measured after the "
                  "test_cfg change of mmdetection PR #9494 (+0.1-0.3 AP)")
-_RESERVED_INS = ("RTMDet-Ins (instance segmentation): reserved; rtmkit builds its network (exact to the reference) "
-                 "but not yet its mask post-processing, loss and export")
+_INS_NOTE = ("RTMDet-Ins (instance segmentation): predict gives boxes and masks identical to the reference; training, "
+             "mask AP and export are not implemented yet")
 _RESERVED_ROT = "RTMDet-R (rotated boxes, DOTA-v1.0, 15 classes): reserved, rtmkit does not build it yet"
 _DOTA_METRICS_NOTE = "DOTA-v1.0 test server mmAP/mAP50/mAP75 from the mmrotate README"
 
@@ -168,17 +182,17 @@ _ENTRIES: list[ModelEntry] = [
            "267f9c8f", "detect", {"box_ap": 76.0},
            notes="hand only, same network as rtmdet-nano-person, 320 input ('alpha version' upstream); "
                  "box_ap on OneHand10K from the RTMPose README"),
-    # ---- COCO instance segmentation (mmdet metafile.yml): reserved ----
+    # ---- COCO instance segmentation (mmdet metafile.yml) ----
     _entry("rtmdet-ins-tiny", _mmdet("rtmdet-ins_tiny_8xb32-300e_coco", "20221130_151727-ec670f7e"),
-           "ec670f7e", "segment", {"box_ap": 40.5, "mask_ap": 35.4}, supported=False, notes=_RESERVED_INS),
+           "ec670f7e", "segment", {"box_ap": 40.5, "mask_ap": 35.4}, notes=_INS_NOTE),
     _entry("rtmdet-ins-s", _mmdet("rtmdet-ins_s_8xb32-300e_coco", "20221121_212604-fdc5d7ec"),
-           "fdc5d7ec", "segment", {"box_ap": 44.0, "mask_ap": 38.7}, supported=False, notes=_RESERVED_INS),
+           "fdc5d7ec", "segment", {"box_ap": 44.0, "mask_ap": 38.7}, notes=_INS_NOTE),
     _entry("rtmdet-ins-m", _mmdet("rtmdet-ins_m_8xb32-300e_coco", "20221123_001039-6eba602e"),
-           "6eba602e", "segment", {"box_ap": 48.8, "mask_ap": 42.1}, supported=False, notes=_RESERVED_INS),
+           "6eba602e", "segment", {"box_ap": 48.8, "mask_ap": 42.1}, notes=_INS_NOTE),
     _entry("rtmdet-ins-l", _mmdet("rtmdet-ins_l_8xb32-300e_coco", "20221124_103237-78d1d652"),
-           "78d1d652", "segment", {"box_ap": 51.2, "mask_ap": 43.7}, supported=False, notes=_RESERVED_INS),
+           "78d1d652", "segment", {"box_ap": 51.2, "mask_ap": 43.7}, notes=_INS_NOTE),
     _entry("rtmdet-ins-x", _mmdet("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"),
-           "33d4595b", "segment", {"box_ap": 52.4, "mask_ap": 44.6}, supported=False, notes=_RESERVED_INS),
+           "33d4595b", "segment", {"box_ap": 52.4, "mask_ap": 44.6}, notes=_INS_NOTE),
     # ---- Rotated detection, DOTA-v1.0 / HRSC (mmrotate 1.x README): reserved ----
     # Single-scale training, ImageNet-pretrained backbone. The mmrotate metafile lists mAP 75.60 for tiny
     # (README: 75.36) and "Weights: todo" for all; the README URLs are used.

@@ -39,6 +39,7 @@ class PostprocessConfig:
     ``nms_space``: ``"image"`` runs NMS on boxes already rescaled to the original image (the reference);
     ``"input"`` runs it in network-input pixels, as exported end-to-end graphs do. The two differ only for pairs
     whose IoU is within rounding of the threshold. ``min_bbox_size < 0`` disables the box-size filter.
+    ``mask_thr``: instance masks (segment task) keep pixels whose probability is above it (``mask_thr_binary``).
     """
 
     score_thr: float = 0.001
@@ -49,6 +50,7 @@ class PostprocessConfig:
     agnostic: bool = False
     clip: str = "input"
     nms_space: str = "image"
+    mask_thr: float = 0.5
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_MODES:
@@ -60,6 +62,8 @@ class PostprocessConfig:
             raise ValueError(f"iou (NMS IoU threshold) must be in [0, 1], got {self.iou_thr}")
         if not 0.0 <= self.score_thr <= 1.0:
             raise ValueError(f"conf (score threshold) must be in [0, 1], got {self.score_thr}")
+        if not 0.0 <= self.mask_thr <= 1.0:
+            raise ValueError(f"mask_thr (mask probability threshold) must be in [0, 1], got {self.mask_thr}")
         for name, value in (("nms_pre", self.nms_pre), ("max_det", self.max_per_img)):
             if isinstance(value, bool) or int(value) != value or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value}")

@@ -20,7 +20,9 @@ def test_replace_routes_flat_fields_and_refuses_unknown_ones():
 def test_explicit_task_and_size():
     assert [CONFIGS[f"rtmdet-{s}"].size for s in ("tiny", "s", "m", "l", "x")] == ["tiny", "s", "m", "l", "x"]
     assert CONFIGS["rtmdet-nano-person"].size == "nano" and CONFIGS["rtmdet-m-person"].size == "m"
-    assert all(c.task == "detect" for c in CONFIGS.values())
+    assert {n for n, c in CONFIGS.items() if c.task != "detect"} == {f"rtmdet-ins-{s}" for s in
+                                                                    ("tiny", "s", "m", "l", "x")}
+    assert all(CONFIGS[f"rtmdet-ins-{s}"].task == "segment" for s in ("tiny", "s", "m", "l", "x"))
 
 
 def test_round_trip_and_files_of_rtmkit_0_1():
@@ -39,6 +41,6 @@ def test_one_name_table():
     assert MODELS["rtmdet-r-l.coco-ms"].arch == "rtmdet-r-l"  # other weights of a listed architecture
     assert lookup("RTMDet_S") is MODELS["rtmdet-s"]
     with pytest.raises(UnsupportedModelError, match="reserved"):
-        get_config("rtmdet-ins-s")
+        get_config("rtmdet-r-s")
     with pytest.raises(KeyError, match="unknown model"):
         get_config("rtmdet-huge")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -112,3 +113,43 @@ def test_predictions_and_masks_match_golden(shared):
         ties += int(differ.sum())
         assert (masks.sum((1, 2)) - r["mask_areas_all"]).abs().max().item() <= 3
     assert ties <= 10  # of 2 x 20 masks, about 200 000 pixels each
+
+
+def test_predict_api_gives_golden_masks(shared, tmp_path):
+    """RTMDet("rtmdet-ins-tiny").predict(preset="eval"): Result.masks in original pixels, the plain net
+    (fuse=False) with the golden detections and masks (ties only), the default fused net within float rounding."""
+    from rtmkit import RTMDet
+
+    weights = tmp_path / "golden_ins_tiny.pth"
+    torch.save({"state_dict": _load(shared("reference/ins_tiny/state_dict.pt"))}, weights)
+    model = RTMDet("rtmdet-ins-tiny", weights=weights, device="cpu")
+    assert model.task == "segment"
+    inp = _load(shared("reference/common/coco_predict_inputs.pt"))
+    ref = _load(shared("reference/ins_tiny/predict.pt"))
+    images = [img.numpy() for img in inp["images"]]
+    for fuse, max_ties in ((False, 10), (True, 20)):
+        for r, ref_img, img in zip(model.predict(images, preset="eval", batch=2, fuse=fuse), ref["per_image"], images):
+            assert len(r) == ref_img["num_dets"]
+            assert np.abs(r.boxes - ref_img["all_bboxes"].numpy()).max() <= (1e-3 if not fuse else 1e-2)
+            assert np.abs(r.scores - ref_img["all_scores"].numpy()).max() <= (1e-5 if not fuse else 1e-4)
+            assert r.masks.dtype == bool and r.masks.shape == (len(r), *img.shape[:2])
+            k = ref_img["num_stored"]
+            assert int((r.masks[:k] != ref_img["masks"].numpy()).sum()) <= max_ties
+            assert np.abs(r.masks.sum((1, 2)) - ref_img["mask_areas_all"].numpy()).max() <= 3
+
+
+def test_what_ins_cannot_do_yet_is_refused(shared, tmp_path, capsys):
+    from rtmkit import RTMDet
+    from rtmkit.cli import main
+
+    model = RTMDet("rtmdet-ins-tiny", device="cpu")
+    for call, what in ((lambda: model.export(file=tmp_path / "x.onnx"), "export"),
+                       (lambda: model.train(data="x.json"), "training"),
+                       (lambda: model.loss(torch.zeros(1, 3, 64, 64), []), "the training loss")):
+        with pytest.raises(NotImplementedError, match=f"{what} is not implemented yet for segment models"):
+            call()
+    assert not (tmp_path / "x.onnx").exists()
+    assert main(["train", "--model", "rtmdet-ins-tiny", "--data", str(shared("data/balloon/val.json")),
+                 "--epochs", "1", "--project", str(tmp_path)]) == 1
+    assert "training segment models (rtmdet-ins-tiny) is not implemented yet" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.pt"))

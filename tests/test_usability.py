@@ -36,7 +36,8 @@ def test_version_and_models(capsys):
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.startswith("rtmdet")}
     assert rows["rtmdet-s"][1:5] == ["detect", "s", "640", "80"] and rows["rtmdet-s"][5].endswith("-387a891e.pth")
     assert rows["rtmdet-nano"][5:] == ["none", "(train", "your", "own)"]
-    assert "rtmdet-ins-s" not in rows  # reserved names only with --all
+    assert rows["rtmdet-ins-s"][1:5] == ["segment", "s", "640", "80"]
+    assert "rtmdet-r-s" not in rows  # reserved names only with --all
     assert main(["models", "--all"]) == 0 and "rtmdet-r-l.coco-ms" in capsys.readouterr().out
 
 

@@ -291,13 +291,13 @@ def test_zoo_entry_hash_is_enforced(
 
 def test_reserved_entry_is_refused_without_download(
         server: _CountingServer, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (server.root / "ins.pth").write_bytes(b"x")
-    sha = MODELS["rtmdet-ins-s"].weights.sha256_prefix
-    _serve_weights(monkeypatch, "rtmdet-ins-s", f"{server.base_url}/ins.pth", sha)
+    (server.root / "rot.pth").write_bytes(b"x")
+    sha = MODELS["rtmdet-r-s"].weights.sha256_prefix
+    _serve_weights(monkeypatch, "rtmdet-r-s", f"{server.base_url}/rot.pth", sha)
     with pytest.raises(UnsupportedModelError, match="not yet supported") as info:
-        resolve_weights("rtmdet-ins-s", progress=False)
+        resolve_weights("rtmdet-r-s", progress=False)
     assert isinstance(info.value, NotImplementedError)
-    assert "rtmdet-ins-s" in str(info.value) and "reserved" in str(info.value)
+    assert "rtmdet-r-s" in str(info.value) and "reserved" in str(info.value)
     assert server.count == 0
 
 
@@ -368,8 +368,10 @@ def test_table_fields() -> None:
             continue
         assert entry.weights.url.startswith("https://"), name
         assert entry.weights.metrics and all(isinstance(v, float) for v in entry.weights.metrics.values()), name
-        if entry.task in ("segment", "rotated"):
-            assert not entry.supported, name  # rtmkit builds neither masks nor rotated boxes yet
+        if entry.task == "rotated":
+            assert not entry.supported, name  # rtmkit does not build rotated boxes yet
+        if entry.task == "segment":
+            assert entry.supported and entry.config is not None, name
     file_names = [entry.weights.file_name for entry in MODELS.values() if entry.weights is not None]
     assert len(set(file_names)) == len(file_names)  # distinct files in the flat cache folder
 

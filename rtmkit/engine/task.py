@@ -28,6 +28,8 @@ class DetectionTask:
     metric_keys = ("AP", "AP50", "AP75", "AR100")
 
     def __init__(self, cfg: RTMDetConfig):
+        if cfg.task != "detect":
+            raise NotImplementedError(f"training {cfg.task} models ({cfg.name}) is not implemented yet")
         self.cfg = cfg
 
     def network(self) -> RTMDetNet:

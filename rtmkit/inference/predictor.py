@@ -11,8 +11,10 @@ import torch
 
 from ..config import PostprocessConfig
 from ..data.preprocess import letterbox_batch, preprocess
+from ..models.masks import instance_masks
 from ..models.postprocess import Candidates, Detections, postprocess
 from ..results import Result
+from ..structures import SegOutputs
 from .backend import Backend
 
 
@@ -77,8 +79,13 @@ class Predictor:
         else:
             candidates: Candidates = self.backend.decode(outputs, (size, size))
             dets = postprocess(candidates, post, scales, orig)
+        masks: list = [None] * len(dets)
+        if isinstance(outputs, SegOutputs):  # instance masks from each kept prior's dynamic kernel
+            masks = [m.cpu().numpy() for m in instance_masks(outputs, dets, self.backend.strides, scales, orig,
+                                                             post.mask_thr)]
         results = [Result(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
-                          self.names, tuple(img.shape[:2]), orig_img=img) for img, d in zip(images, dets)]
+                          self.names, tuple(img.shape[:2]), orig_img=img, masks=m)
+                   for img, d, m in zip(images, dets, masks)]
         t3 = time.perf_counter()
         n = len(images)
         speed = {"preprocess": (t1 - t0) * 1e3 / n, "forward": (t2 - t1) * 1e3 / n, "postprocess": (t3 - t2) * 1e3 / n}

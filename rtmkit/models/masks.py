@@ -13,6 +13,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..ops.boxes import grid_priors
+from ..ops.levels import flatten_levels, level_sizes
+from ..structures import SegOutputs
+from .postprocess import Detections
+
 MASK_STRIDE = 8  # the prototypes' stride: pyramid level 0
 
 
@@ -77,3 +82,21 @@ def paste_masks(logits: torch.Tensor, scale_factor: tuple[float, float], orig_hw
     """Bool masks ``[N, H, W]`` of the original image: :func:`resize_mask_logits`, then ``sigmoid > threshold``
     (the reference's ``mask_thr_binary``)."""
     return resize_mask_logits(logits, scale_factor, orig_hw).sigmoid() > threshold
+
+
+def instance_masks(outputs: SegOutputs, detections: list[Detections], strides: tuple[int, ...],
+                   scale_factors: torch.Tensor, orig_sizes: torch.Tensor, threshold: float = 0.5
+                   ) -> list[torch.Tensor]:
+    """Bool masks ``[N_i, H_i, W_i]`` in the original images for the detections of a batch (their
+    ``prior_inds`` select each instance's kernel and prior). ``scale_factors`` ``[B, 2]`` (w_scale, h_scale);
+    ``orig_sizes`` ``[B, 2]`` (h, w)."""
+    priors = grid_priors(level_sizes(outputs.cls_scores), strides, device=outputs.mask_feat.device,
+                         with_stride=True)[:, :3]
+    kernels = flatten_levels(outputs.kernel_preds)
+    masks = []
+    for i, det in enumerate(detections):
+        inds = det.prior_inds.to(kernels.device)
+        logits = mask_logits(outputs.mask_feat[i], kernels[i, inds], priors[inds])
+        scale = (float(scale_factors[i, 0]), float(scale_factors[i, 1]))
+        masks.append(paste_masks(logits, scale, (int(orig_sizes[i, 0]), int(orig_sizes[i, 1])), threshold))
+    return masks
