@@ -13,15 +13,22 @@ from .head import RTMDetSepBNHead, _share_convs
 from .layers import ConvBNAct
 
 
-def dynamic_kernel_size(num_prototypes: int = 8, dyconv_channels: int = 8, num_dyconvs: int = 3) -> int:
-    """Parameters of one instance's mask head: 1x1 convs (prototypes + 2 coordinates) -> dyconv_channels -> ... -> 1,
-    weights and biases (169 with the defaults: 10*8 + 8*8 + 8*1 weights, 8 + 8 + 1 biases)."""
-    size, channels_in = 0, num_prototypes + 2
+def dynamic_layer_shapes(num_prototypes: int = 8, dyconv_channels: int = 8, num_dyconvs: int = 3
+                         ) -> list[tuple[int, int]]:
+    """(out, in) channels of each 1x1 conv of an instance's mask head: prototypes + 2 coordinates ->
+    dyconv_channels -> ... -> 1."""
+    shapes, channels_in = [], num_prototypes + 2
     for i in range(num_dyconvs):
         channels_out = 1 if i == num_dyconvs - 1 else dyconv_channels
-        size += channels_in * channels_out + channels_out
+        shapes.append((channels_out, channels_in))
         channels_in = channels_out
-    return size
+    return shapes
+
+
+def dynamic_kernel_size(num_prototypes: int = 8, dyconv_channels: int = 8, num_dyconvs: int = 3) -> int:
+    """Parameters of one instance's mask head, weights and biases (169 with the defaults: 10*8 + 8*8 + 8*1
+    weights, 8 + 8 + 1 biases)."""
+    return sum(o * i + o for o, i in dynamic_layer_shapes(num_prototypes, dyconv_channels, num_dyconvs))
 
 
 class MaskFeatModule(nn.Module):

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..ops.boxes import grid_priors
 from ..ops.levels import flatten_levels, level_sizes
 from ..structures import SegOutputs
+from .head_ins import dynamic_layer_shapes
 from .postprocess import Detections
 
 MASK_STRIDE = 8  # the prototypes' stride: pyramid level 0
@@ -26,11 +27,7 @@ def split_dynamic_params(kernels: torch.Tensor, num_prototypes: int = 8, channel
     """``kernels`` ``[N, 169]`` -> per layer, grouped-conv weights ``[N * out, in, 1, 1]`` and biases ``[N * out]``.
     Layout of a kernel vector: every layer's weights (out-major), then every layer's biases."""
     n = kernels.shape[0]
-    shapes, c_in = [], num_prototypes + 2
-    for i in range(num_layers):
-        c_out = 1 if i == num_layers - 1 else channels
-        shapes.append((c_out, c_in))
-        c_in = c_out
+    shapes = dynamic_layer_shapes(num_prototypes, channels, num_layers)
     sizes = [o * i for o, i in shapes] + [o for o, _ in shapes]
     parts = torch.split(kernels, sizes, dim=1)
     weights = [w.reshape(n * o, i, 1, 1) for w, (o, i) in zip(parts[:num_layers], shapes)]
