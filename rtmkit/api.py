@@ -242,17 +242,23 @@ class RTMDet:
     # ------------------------------------------------------------------ training
     def loss(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]], *,
              return_details: bool = False) -> dict[str, torch.Tensor]:
-        """Training losses ``{"loss_cls", "loss_bbox"}`` (each summed over levels) of a normalised NCHW batch.
+        """Training losses ``{"loss_cls", "loss_bbox"}`` (RTMDet-Ins: also ``"loss_mask"``), each summed over
+        levels, of a normalised NCHW batch.
 
-        ``targets``: one ``{"boxes": [n, 4] xyxy in input pixels, "labels": [n]}`` per image (n may be 0). Runs
-        ``model.net`` as it is (call ``model.net.train()`` first for batch-statistics BN, as in training) and the
-        task's criterion. ``return_details`` also returns a ``LossDetails`` (per-level losses, assignment, targets).
+        ``targets``: one ``{"boxes": [n, 4] xyxy in input pixels, "labels": [n]}`` per image (n may be 0), with
+        ``"masks": [n, H, W]`` bool in input pixels for RTMDet-Ins. Runs ``model.net`` as it is (call
+        ``model.net.train()`` first for batch-statistics BN, as in training) and the task's criterion.
+        ``return_details`` also returns a ``LossDetails`` (per-level losses, assignment, targets).
         """
         if self.net is None:
             raise ValueError("an exported graph has no training loss: use the PyTorch model")
-        self._require_detect("the training loss")
         criterion = self.__dict__.get("_criterion")
-        if criterion is None:
+        if criterion is None and self.cfg.task == "segment":
+            from .engine.criterion_ins import RTMDetInsCriterion
+
+            criterion = self._criterion = RTMDetInsCriterion(self.cfg.num_classes, self.cfg.strides)
+        elif criterion is None:
+            self._require_detect("the training loss")
             from .engine.task import DetectionTask
 
             criterion = self._criterion = DetectionTask(self.cfg).criterion()

@@ -97,22 +97,25 @@ class DynamicSoftLabelAssigner:
 
     @torch.no_grad()
     def assign(self, priors: torch.Tensor, cls_logits: torch.Tensor, pred_boxes: torch.Tensor,
-               gt_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_valid: torch.Tensor | None = None) -> AssignResult:
+               gt_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_valid: torch.Tensor | None = None,
+               gt_centers: torch.Tensor | None = None) -> AssignResult:
         """Assign gts to priors.
 
         ``priors`` [N, 4] (x, y, stride_w, stride_h); ``cls_logits`` [B, N, C] raw logits; ``pred_boxes`` [B, N, 4]
         decoded xyxy predictions; ``gt_boxes`` [B, G, 4] xyxy, ``gt_labels`` [B, G], ``gt_valid`` [B, G] bool
-        (False for padding; default all valid). Predictions are detached and everything runs in float32, also
-        under autocast.
+        (False for padding; default all valid). ``gt_centers`` [B, G, 2] (x, y): the centres of the soft centre
+        prior (default: box centres; RTMDet-Ins passes its masks' centres of mass). Predictions are detached and
+        everything runs in float32, also under autocast.
         """
         device = priors.device
         with torch.autocast(device.type, enabled=False):
             return self._assign(priors.float(), cls_logits.detach().float(), pred_boxes.detach().float(),
                                 gt_boxes.float(), gt_labels.long(),
                                 torch.ones(gt_labels.shape, dtype=torch.bool, device=device)
-                                if gt_valid is None else gt_valid.bool())
+                                if gt_valid is None else gt_valid.bool(),
+                                None if gt_centers is None else gt_centers.float())
 
-    def _assign(self, priors, logits, pred_boxes, gt_boxes, gt_labels, gt_valid) -> AssignResult:
+    def _assign(self, priors, logits, pred_boxes, gt_boxes, gt_labels, gt_valid, gt_centers=None) -> AssignResult:
         B, N, _ = logits.shape
         G = gt_boxes.shape[1]
         device = priors.device
@@ -133,7 +136,7 @@ class DynamicSoftLabelAssigner:
         cand_boxes = pred_boxes.gather(1, order[..., None].expand(-1, -1, 4))
         cand_logits = logits.gather(1, order[..., None].expand(-1, -1, logits.shape[-1]))  # [B, M, C]
         neg_cost = negative_class_cost(cand_logits)  # per-prior part of the class cost, [B, M]
-        gt_center = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0
+        gt_center = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0 if gt_centers is None else gt_centers
         has_cand = (num_cand > 0)[:, None]
 
         # Running state per candidate, over gt chunks: how many gts selected it, which one (when only one did),

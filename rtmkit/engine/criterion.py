@@ -101,7 +101,7 @@ class RTMDetCriterion:
             return self._loss([c.float() for c in cls_scores], [b.float() for b in bbox_preds], targets,
                               return_details)
 
-    def _loss(self, cls_scores, bbox_preds, targets, return_details):
+    def _loss(self, cls_scores, bbox_preds, targets, return_details, gt_centers=None):
         B, C = cls_scores[0].shape[:2]
         device = cls_scores[0].device
         if C != self.num_classes:
@@ -114,7 +114,7 @@ class RTMDetCriterion:
         boxes = distance2bbox(priors[:, :2], distances)  # [B, N, 4], not clamped
 
         gt_boxes, gt_labels, gt_valid = collate_targets(targets, B, device, self.num_classes)
-        assign = self.assigner.assign(priors, logits, boxes, gt_boxes, gt_labels, gt_valid)
+        assign = self.assigner.assign(priors, logits, boxes, gt_boxes, gt_labels, gt_valid, gt_centers)
         pos = assign.pos_mask
         labels = torch.where(pos, assign.labels, self.num_classes)
         metrics = assign.metrics
