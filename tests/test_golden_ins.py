@@ -177,7 +177,7 @@ def test_losses_assignment_and_gradients_match_golden(shared):
     losses, details = model.loss(x, targets, return_details=True)
     assert set(losses) == {"loss_cls", "loss_bbox", "loss_mask"}
     for name, ref in golden["losses"].items():
-        assert abs(float(losses[name]) - float(ref)) <= 1e-4 * abs(float(ref)), name
+        assert abs(losses[name].item() - float(ref)) <= 1e-4 * abs(float(ref)), name
     for i, ref in enumerate(golden["assign"]):
         assert torch.equal((details.assign.gt_inds[i] + 1).clamp(min=0), ref["gt_inds"])
     # the centre of mass on the integer pixel grid: an ellipse inscribed in a box has its centre at the box centre
@@ -185,6 +185,14 @@ def test_losses_assignment_and_gradients_match_golden(shared):
     g = golden["gt_instances"][0]
     boxes = g["bboxes"]
     assert torch.allclose(center_of_mass(g["masks"]), (boxes[:, :2] + boxes[:, 2:]) / 2 - 0.5, atol=0.05)
+    # BN statistics after the train-mode forward: the aliased cls/reg tower ran twice, as in the reference
+    modules = dict(model.net.named_modules())
+    assert len(golden["bn_running_after"]) == 80
+    for name, ref in golden["bn_running_after"].items():
+        bn = modules[name]
+        assert torch.equal(bn.running_mean, ref["running_mean"]), name
+        assert torch.equal(bn.running_var, ref["running_var"]), name
+        assert int(bn.num_batches_tracked) == ref["num_batches_tracked"], name
     sum(losses.values()).backward()
     params = dict(model.net.named_parameters())
     for name, ref in golden["grads"].items():
