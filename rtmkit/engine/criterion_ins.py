@@ -11,10 +11,9 @@ import torch.nn.functional as F
 from ..models.masks import MASK_STRIDE, mask_logits
 from ..ops.levels import flatten_levels
 from ..structures import SegOutputs
-from .criterion import RTMDetCriterion, reduce_mean
+from .criterion import _EPS, RTMDetCriterion, reduce_mean
 
 MASK_LOSS_STRIDE = 4  # masks are compared at stride 4: logits upsampled x2, ground truth subsampled
-_EPS = torch.finfo(torch.float32).eps
 
 
 def center_of_mass(masks: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
