@@ -1,4 +1,5 @@
 """CPU time of one RTMDet training step (rtmdet-tiny, batch 4 at 320 by default), rtmkit against the reference.
+With ``--model rtmdet-ins-tiny`` the RTMDet-Ins step (masks of the real images, Dice loss) is timed.
 
     python benchmarks/bench_train_step.py [--model rtmdet-tiny] [--batch 4] [--imgsz 320] [--steps 20]
         [--threads 2] [--reference-python .venv-reference/bin/python]
@@ -31,14 +32,15 @@ from rtmkit.assets import shared_dir
 from rtmkit.catalog import get_config
 from rtmkit.data.loader import normalize_batch
 from rtmkit.data.preprocess import letterbox_batch
-from rtmkit.engine.criterion import RTMDetCriterion
 from rtmkit.engine.ema import ExpMomentumEMA
 from rtmkit.engine.optim import build_optimizer
+from rtmkit.engine.task import task_for
 from rtmkit.models.detector import RTMDetNet
 
 
-def real_batch(n: int, size: int) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """uint8 [n, 3, size, size] letterboxed train images and their boxes in input pixels."""
+def real_batch(n: int, size: int, masks: bool = False) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """uint8 [n, 3, size, size] letterboxed train images and their boxes in input pixels (and, with ``masks``,
+    their polygons scaled and rasterised as bool [k, size, size])."""
     ann = shared_dir() / "data/coco_tiny/annotations/instances_train2017.json"
     if not ann.exists():
         rng = np.random.default_rng(0)
@@ -49,6 +51,11 @@ def real_batch(n: int, size: int) -> tuple[torch.Tensor, list[dict[str, torch.Te
             wh = rng.uniform(8, size * 0.3, (5, 2))
             targets.append({"boxes": torch.tensor(np.hstack([xy, xy + wh]), dtype=torch.float32),
                             "labels": torch.tensor(rng.integers(0, 80, 5))})
+            if masks:
+                m = torch.zeros(5, size, size, dtype=torch.bool)
+                for k, (x1, y1, x2, y2) in enumerate(targets[-1]["boxes"].round().long().tolist()):
+                    m[k, y1:y2, x1:x2] = True
+                targets[-1]["masks"] = m
         return images, targets
     from rtmkit.data.datasets import load_dataset
 
@@ -60,6 +67,11 @@ def real_batch(n: int, size: int) -> tuple[torch.Tensor, list[dict[str, torch.Te
         scale = torch.tensor([s[0], s[1], s[0], s[1]], dtype=torch.float64)
         boxes = (torch.as_tensor(sample["boxes"], dtype=torch.float64) * scale).float()
         targets.append({"boxes": boxes, "labels": torch.as_tensor(sample["labels"], dtype=torch.long)})
+        if masks:
+            from rtmkit.structures.masks import PolygonMasks
+
+            polys = PolygonMasks(sample["masks"]).scale(float(s[0]), float(s[1]))
+            targets[-1]["masks"] = torch.from_numpy(polys.to_bitmaps(size, size))
     return torch.from_numpy(np.ascontiguousarray(canvas.transpose(0, 3, 1, 2))), targets
 
 
@@ -71,7 +83,7 @@ class Stepper:
         self.net, self.images, self.targets = net.train(), images, targets
         self.opt = build_optimizer(net, lr=0.004 * images.shape[0] / 256)
         self.ema = ExpMomentumEMA(net)
-        self.criterion = RTMDetCriterion(net.cfg.num_classes, net.strides)
+        self.criterion = task_for(net.cfg).criterion()
 
     def __call__(self) -> dict:
         t0 = time.perf_counter()
@@ -106,7 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     args.steps = max(args.steps, 1)
     torch.set_num_threads(args.threads)
-    images, targets = real_batch(args.batch, args.imgsz)
+    segment = get_config(args.model).task == "segment"
+    images, targets = real_batch(args.batch, args.imgsz, masks=segment)
     args.batch = images.shape[0]
     n_obj = sum(len(t["boxes"]) for t in targets)
     print(f"{args.model}, batch {args.batch} at {args.imgsz}, {n_obj} objects, {args.threads} threads, "
@@ -114,7 +127,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         batch_file, weights = Path(tmp) / "batch.pt", Path(tmp) / "init.pt"
         torch.save({"images": images, "boxes": [t["boxes"] for t in targets],
-                    "labels": [t["labels"] for t in targets]}, batch_file)
+                    "labels": [t["labels"] for t in targets],
+                    **({"masks": [t["masks"] for t in targets]} if segment else {})}, batch_file)
         ref = None
         if Path(args.reference_python).exists() and (shared_dir() / "tools/reference").exists():
             try:
@@ -143,12 +157,13 @@ def main() -> None:
             mine.append(a)
             if b is not None:
                 theirs.append(b)
-    print(f"rtmkit:    {_summary(mine, args.batch)}; first-step losses loss_cls={first_ours['loss_cls']:.6f}, "
-          f"loss_bbox={first_ours['loss_bbox']:.6f}")
+    def losses(r: dict) -> str:
+        return ", ".join(f"{k}={v:.6f}" for k, v in r.items() if k.startswith("loss_"))
+
+    print(f"rtmkit:    {_summary(mine, args.batch)}; first-step losses {losses(first_ours)}")
     if ref is not None:
         ref.close()
-        print(f"reference: {_summary(theirs, args.batch)}; first-step losses loss_cls={first_ref['loss_cls']:.6f}, "
-              f"loss_bbox={first_ref['loss_bbox']:.6f}")
+        print(f"reference: {_summary(theirs, args.batch)}; first-step losses {losses(first_ref)}")
         ratio = statistics.median([r["step_ms"] for r in mine]) / statistics.median([r["step_ms"] for r in theirs])
         print(f"rtmkit / reference (median step time): {ratio:.3f}")
 

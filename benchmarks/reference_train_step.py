@@ -30,10 +30,15 @@ def main() -> None:
     images = data["images"]
     size = tuple(images.shape[2:])
     samples = []
-    for boxes, labels in zip(data["boxes"], data["labels"]):
+    masks = data.get("masks") or [None] * len(data["boxes"])
+    for boxes, labels, bitmaps in zip(data["boxes"], data["labels"], masks):
         s = DetDataSample(metainfo={"img_shape": size, "pad_shape": size, "batch_input_shape": size,
                                     "scale_factor": (1.0, 1.0)})
         s.gt_instances = InstanceData(bboxes=boxes, labels=labels)
+        if bitmaps is not None:  # RTMDet-Ins: the masks as the Ins pipeline hands them over
+            from mmdet.structures.mask import BitmapMasks
+
+            s.gt_instances.masks = BitmapMasks(bitmaps.numpy().astype("uint8"), *size)
         samples.append(s)
     optim_cfg = cfg.optim_wrapper.copy()
     optim_cfg.optimizer.lr = 0.004 * images.shape[0] / 256
@@ -46,7 +51,7 @@ def main() -> None:
         log = model.train_step({"inputs": list(images), "data_samples": samples}, optim_wrapper)
         ema.update_parameters(model)
         ms = (time.perf_counter() - t0) * 1e3
-        print(json.dumps({"step_ms": ms, "loss_cls": float(log["loss_cls"]), "loss_bbox": float(log["loss_bbox"])}),
+        print(json.dumps({"step_ms": ms, **{k: float(v) for k, v in log.items() if k.startswith("loss_")}}),
               flush=True)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,11 +107,6 @@ class RTMDet:
     def task(self) -> str:
         return self.cfg.task
 
-    def _require_detect(self, action: str) -> None:
-        if self.cfg.task != "detect":
-            raise NotImplementedError(f"{action} is not implemented yet for {self.cfg.task} models ({self.cfg.name}); "
-                                      "predict works")
-
     def __repr__(self) -> str:
         kind = type(self.backend).__name__ if self.net is None else \
             f"params={sum(p.numel() for p in self.net.parameters()) / 1e6:.2f}M"
@@ -138,11 +132,12 @@ class RTMDet:
     def postprocess_config(self, preset: str = "deploy", *, conf: float | None = None, iou: float | None = None,
                            max_det: int | None = None, nms_pre: int | None = None, agnostic: bool | None = None,
                            clip: str | None = None, min_size: float | None = None,
-                           nms_space: str | None = None, mask_thr: float | None = None) -> PostprocessConfig:
+                           nms_space: str | None = None, mask_thr: float | None = None,
+                           crop_masks: bool | None = None) -> PostprocessConfig:
         """The preset's post-processing settings with any given overrides applied."""
         changes = {"score_thr": conf, "iou_thr": iou, "max_per_img": max_det, "nms_pre": nms_pre,
                    "agnostic": agnostic, "clip": clip, "min_bbox_size": min_size, "nms_space": nms_space,
-                   "mask_thr": mask_thr}
+                   "mask_thr": mask_thr, "crop_masks": crop_masks}
         return dataclasses.replace(self.cfg.preset(preset), **{k: v for k, v in changes.items() if v is not None})
 
     def predictor(self, fuse: bool = True) -> Predictor:
@@ -217,7 +212,8 @@ class RTMDet:
     def val(self, data: str | os.PathLike, images: str | os.PathLike | None = None, *, batch: int = 8,
             imgsz: int | None = None, image_ids: list[int] | None = None, save_json: str | os.PathLike | None = None,
             verbose: bool = False, fuse: bool = True, map_classes_by_order: bool = False) -> dict[str, Any]:
-        """COCO box metrics, always with the ``eval`` preset (the config's test_cfg), by the same evaluator the
+        """COCO box metrics (and mask metrics ``mask_AP``, ... ``per_class_mask_AP`` for RTMDet-Ins), always with
+        the ``eval`` preset (the config's test_cfg), by the same evaluator the
         trainer uses. ``data``: a COCO json (scored against the file itself), a YOLO data.yaml (its ``val`` split)
         or a folder holding either. ``images``: the image folder of a json (default: found next to it, COCO
         layout). Model classes map to the categories by name; when the names differ, ``map_classes_by_order=True``
@@ -226,16 +222,14 @@ class RTMDet:
         from .data.datasets import load_dataset
         from .eval.detection import evaluate
 
-        if self.cfg.task == "segment":
-            warnings.warn(f"{self.cfg.name}: val reports box AP only; mask AP (segm) is not implemented yet",
-                          stacklevel=2)
         kwargs = {"img_dir": images} if images is not None else {}
         dataset = load_dataset(data, "val", **kwargs)
         if image_ids is not None:
             wanted = set(image_ids)
             dataset.records = [r for r in dataset.records if r["image_id"] in wanted]
         stats = evaluate(self.predictor(fuse), dataset, post=self.postprocess_config("eval"), batch=batch,
-                         imgsz=imgsz, save_json=save_json, verbose=verbose, map_classes_by_order=map_classes_by_order)
+                         imgsz=imgsz, save_json=save_json, verbose=verbose, map_classes_by_order=map_classes_by_order,
+                         masks=self.task == "segment")
         stats.pop("precision", None)
         return stats
 
@@ -253,15 +247,10 @@ class RTMDet:
         if self.net is None:
             raise ValueError("an exported graph has no training loss: use the PyTorch model")
         criterion = self.__dict__.get("_criterion")
-        if criterion is None and self.cfg.task == "segment":
-            from .engine.criterion_ins import RTMDetInsCriterion
+        if criterion is None:
+            from .engine.task import task_for
 
-            criterion = self._criterion = RTMDetInsCriterion(self.cfg.num_classes, self.cfg.strides)
-        elif criterion is None:
-            self._require_detect("the training loss")
-            from .engine.task import DetectionTask
-
-            criterion = self._criterion = DetectionTask(self.cfg).criterion()
+            criterion = self._criterion = task_for(self.cfg).criterion()
         return criterion(self.net(images), targets, return_details=return_details)
 
     def train(self, **kwargs: Any) -> dict[str, Any]:
@@ -271,7 +260,6 @@ class RTMDet:
 
         if self.net is None:
             raise ValueError("an exported graph cannot be trained: use the PyTorch model")
-        self._require_detect("training")
         kwargs.setdefault("model", self.cfg.name)
         if self.weights is not None and "weights" not in kwargs:
             kwargs["weights"] = self.weights
@@ -293,14 +281,15 @@ class RTMDet:
 
         ``nms=True``: end-to-end graph, outputs ``dets`` [B, K, 5] and ``labels`` [B, K] with NMS inside (score >
         ``conf``, IoU ``iou`` (default: the config's), K = ``max_det`` (default 100), optionally class-agnostic);
-        ``nms=False``: raw graph, ``scores`` [B, N, C] and ``boxes`` [B, N, 4]. ``normalize``: the graph takes
+        ``nms=False``: raw graph, ``scores`` [B, N, C] and ``boxes`` [B, N, 4]. RTMDet-Ins graphs add ``masks``
+        [B, K, H, W] (end-to-end, probabilities at input resolution) or ``kernels`` and ``mask_feat`` (raw); see
+        :mod:`rtmkit.export.onnx`. ``normalize``: the graph takes
         uint8 BGR input. ``dynamic``: dynamic batch/height/width. Metadata (names, input size, strides, mean/std,
         channel order, task, version) is stored in the file."""
         if format != "onnx":
             raise ValueError(f"unsupported export format {format!r}: use 'onnx' (TensorRT engines are built from it)")
         if self.net is None:
             raise ValueError("this model is already an exported graph")
-        self._require_detect("export")
         from .export.onnx import export_onnx
 
         post = dataclasses.replace(self.cfg.deploy, score_thr=conf, iou_thr=iou if iou is not None else

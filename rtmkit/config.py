@@ -40,6 +40,7 @@ class PostprocessConfig:
     ``"input"`` runs it in network-input pixels, as exported end-to-end graphs do. The two differ only for pairs
     whose IoU is within rounding of the threshold. ``min_bbox_size < 0`` disables the box-size filter.
     ``mask_thr``: instance masks (segment task) keep pixels whose probability is above it (``mask_thr_binary``).
+    ``crop_masks``: also clear each mask outside its box (what deployments usually want; the reference does not).
     """
 
     score_thr: float = 0.001
@@ -51,6 +52,7 @@ class PostprocessConfig:
     clip: str = "input"
     nms_space: str = "image"
     mask_thr: float = 0.5
+    crop_masks: bool = False
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_MODES:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .plots import draw_instances, draw_probs, save_image
 from .runs import OutputError
+from .structures.masks import encode_rle
 
 
 def rbox_corners(rboxes: np.ndarray) -> np.ndarray:
@@ -152,11 +153,8 @@ class Result:
                 d["polygon"] = poly
         if self.masks is not None:
             if masks == "rle":
-                from pycocotools import mask as mask_utils
-
-                rles = mask_utils.encode(np.asfortranarray(self.masks.transpose(1, 2, 0).astype(np.uint8)))
-                for d, rle in zip(out, rles):
-                    d["mask"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                for d, rle in zip(out, encode_rle(self.masks)):
+                    d["mask"] = rle
             elif masks == "polygons":
                 for d, polys in zip(out, self.to_polygons()):
                     d["polygons"] = [p.tolist() for p in polys]

@@ -1,6 +1,7 @@
-"""RTMDet-Ins network parity with the official implementation (shared/reference/ins_tiny and the key lists of all
-five sizes). Until Ins post-processing lands the model names stay reserved, so the configs are built here from the
-detection ones: the Ins networks share backbone and neck settings with the detectors of the same size."""
+"""RTMDet-Ins parity with the official implementation (shared/reference/ins_tiny and the key lists of all five
+sizes): network, predictions and masks, losses, assignment and gradients. The configs are built from the detection
+ones (the Ins networks share backbone and neck settings with the detectors of the same size) and checked against
+the catalog's."""
 
 from __future__ import annotations
 
@@ -115,6 +116,49 @@ def test_predictions_and_masks_match_golden(shared):
     assert ties <= 10  # of 2 x 20 masks, about 200 000 pixels each
 
 
+def test_fast_mask_pasting_gives_the_reference_bits(shared):
+    """paste_masks (regions, logit-space threshold) against the reference's literal path (x8 upsampling, resize to
+    the rescaled padded size, crop, sigmoid > thr) on the 100 real mask logits of a golden image, at the golden
+    scale, at scale 1 and at a down-scale, for three thresholds: equal but for ties (probability within 1e-5 of
+    the threshold). With ``boxes``: the same masks cleared outside each box."""
+    from rtmkit.config import PostprocessConfig
+    from rtmkit.models.masks import mask_logits, paste_masks, resize_mask_logits
+    from rtmkit.models.postprocess import decode, postprocess
+    from rtmkit.ops.boxes import grid_priors
+    from rtmkit.ops.levels import flatten_levels, level_sizes
+
+    net = _ins_tiny(shared)
+    inp = _load(shared("reference/common/coco_predict_inputs.pt"))
+    with torch.no_grad():
+        out = net(inp["batch_inputs"][:1])
+        meta = inp["img_metas"][0]
+        scale = torch.tensor([meta["scale_factor"]], dtype=torch.float64)
+        det = postprocess(decode(out, net.strides), PostprocessConfig(0.05, 0.6, 1000, 100), scale)[0]
+        priors = grid_priors(level_sizes(out.cls_scores), net.strides, with_stride=True)[:, :3]
+        logits = mask_logits(out.mask_feat[0], flatten_levels(out.kernel_preds)[0, det.prior_inds],
+                             priors[det.prior_inds])
+    assert logits.shape[0] == 100
+    flips = 0
+    for scale_factor, hw in ((meta["scale_factor"], meta["ori_shape"][:2]), ((1.0, 1.0), (480, 640)),
+                             ((1.6, 1.6), (400, 300))):
+        prob = resize_mask_logits(logits, scale_factor, hw).sigmoid()
+        for thr in (0.3, 0.5, 0.8):
+            fast = paste_masks(logits, scale_factor, hw, thr)
+            differ = fast != (prob > thr)
+            if differ.any():
+                assert (prob[differ] - thr).abs().max().item() < 1e-5
+            flips += int(differ.sum())
+            assert fast.sum() > 0
+    assert flips <= 20  # of 9 x 100 masks of up to 300 000 pixels
+    boxes = det.boxes
+    cropped = paste_masks(logits, meta["scale_factor"], meta["ori_shape"][:2], 0.5, boxes=boxes)
+    full = paste_masks(logits, meta["scale_factor"], meta["ori_shape"][:2], 0.5)
+    ys, xs = torch.meshgrid(torch.arange(full.shape[1]) + 0.5, torch.arange(full.shape[2]) + 0.5, indexing="ij")
+    inside = ((xs >= boxes[:, 0, None, None]) & (xs <= boxes[:, 2, None, None]) & (ys >= boxes[:, 1, None, None])
+              & (ys <= boxes[:, 3, None, None]))
+    assert torch.equal(cropped, full & inside) and (full & ~inside).any()
+
+
 def test_predict_api_gives_golden_masks(shared, tmp_path):
     """RTMDet("rtmdet-ins-tiny").predict(preset="eval"): Result.masks in original pixels, the plain net
     (fuse=False) with the golden detections and masks (ties only), the default fused net within float rounding."""
@@ -138,26 +182,46 @@ def test_predict_api_gives_golden_masks(shared, tmp_path):
             assert np.abs(r.masks.sum((1, 2)) - ref_img["mask_areas_all"].numpy()).max() <= 3
 
 
-def test_what_ins_cannot_do_yet_is_refused(shared, tmp_path, capsys):
-    from rtmkit import RTMDet
-    from rtmkit.cli import main
+def test_segm_ap_equals_pycocotools_on_the_same_rles(shared, tmp_path):
+    """model.val on real COCO images with the Ins golden weights: box and mask AP, and the mask AP equals
+    pycocotools' COCOeval(iouType="segm") run independently on the saved predictions (RLEs) and the annotation
+    file (all 12 numbers); the RLEs decode to the model's masks."""
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
 
-    model = RTMDet("rtmdet-ins-tiny", device="cpu")
-    for call, what in ((lambda: model.export(file=tmp_path / "x.onnx"), "export"),
-                       (lambda: model.train(data="x.json"), "training")):
-        with pytest.raises(NotImplementedError, match=f"{what} is not implemented yet for segment models"):
-            call()
-    assert not (tmp_path / "x.onnx").exists()
-    # val: box AP, and a word that mask AP is missing
+    from rtmkit import RTMDet
+
+    weights = tmp_path / "golden_ins_tiny.pth"
+    torch.save({"state_dict": _load(shared("reference/ins_tiny/state_dict.pt"))}, weights)
+    model = RTMDet("rtmdet-ins-tiny", weights=weights, device="cpu")
     val_json = shared("data/coco_tiny/annotations/instances_val2017.json")
-    first = json.loads(val_json.read_text())["images"][0]["id"]
-    with pytest.warns(UserWarning, match="val reports box AP only; mask AP \\(segm\\) is not implemented yet"):
-        stats = model.val(val_json, image_ids=[first])
-    assert "AP" in stats
-    assert main(["train", "--model", "rtmdet-ins-tiny", "--data", str(shared("data/balloon/val.json")),
-                 "--epochs", "1", "--project", str(tmp_path)]) == 1
-    assert "training segment models (rtmdet-ins-tiny) is not implemented yet" in capsys.readouterr().err
-    assert not list(tmp_path.rglob("*.pt"))
+    ids = [im["id"] for im in json.loads(val_json.read_text())["images"]][:8]
+    saved = tmp_path / "dets.json"
+    stats = model.val(val_json, image_ids=ids, save_json=saved)
+    dets = json.loads(saved.read_text())
+    assert dets and all("segmentation" in d for d in dets)
+    gt = COCO(str(val_json))
+    ev = COCOeval(gt, gt.loadRes(str(saved)), "segm")
+    ev.params.imgIds = ids
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
+             "AR_medium", "AR_large")
+    for name, value in zip(names, ev.stats):
+        assert stats[f"mask_{name}"] == pytest.approx(float(value), abs=1e-12), name
+    assert 0.05 < stats["mask_AP"] and 0.05 < stats["AP"] and stats["mask_AP"] != stats["AP"]
+    assert set(stats["per_class_mask_AP"]) == set(stats["per_class_AP"])
+    # the RLEs are the predicted masks
+    img = gt.loadImgs(ids[0])[0]
+    path = shared("data/coco_tiny/val2017") / img["file_name"]
+    r = model.predict(str(path), preset="eval")[0]
+    first = [d for d in dets if d["image_id"] == ids[0]]
+    assert len(first) == len(r)
+    decoded = mask_utils.decode([{"size": d["segmentation"]["size"], "counts": d["segmentation"]["counts"]}
+                                 for d in first]).transpose(2, 0, 1).astype(bool)
+    assert np.array_equal(decoded, r.masks)
 
 
 def test_losses_assignment_and_gradients_match_golden(shared):

@@ -235,6 +235,20 @@ def sample_instances() -> Instances:
     return Instances([3, 5, 7], boxes=boxes, rboxes=rboxes, masks=masks, ignore_boxes=AxisBoxes([[0, 0, 5, 5]]))
 
 
+def test_polygon_masks_to_bitmaps_by_hand():
+    """Rasterised as the Ins loss's targets (pycocotools, like MMDetection's PolygonMasks.to_ndarray): a 10 px
+    square covers pixels 10..19; an instance's parts are united; no polygon gives an empty mask."""
+    masks = PolygonMasks([[[10, 10, 20, 10, 20, 20, 10, 20]],
+                          [[0, 0, 4, 0, 0, 4], [30, 30, 35, 30, 35, 35, 30, 35]],
+                          []]).to_bitmaps(40, 40)
+    assert masks.shape == (3, 40, 40) and masks.dtype == bool
+    square = np.zeros((40, 40), bool)
+    square[10:20, 10:20] = True
+    assert np.array_equal(masks[0], square)
+    assert masks[1, 30:35, 30:35].all() and masks[1, 0, :3].all() and masks[1, 2, 0] and not masks[1, 3, 1]
+    assert masks[1].sum() == 25 + 6 and not masks[2].any()
+
+
 def test_instances_move_every_field_together():
     inst = sample_instances()
     assert len(inst) == 3 and inst.num_gt == 4

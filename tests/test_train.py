@@ -53,10 +53,11 @@ def test_run_directory_and_checkpoints(shapes, tmp_path):
     assert len(model.predict(str(shapes["val_images"] / "000000.png"), preset="eval")) > 0
 
 
-def _train_cmd(shapes, project: Path, epochs: int, resume: bool = False) -> list[str]:
+def _train_cmd(shapes, project: Path, epochs: int, resume: bool = False, model: str = "rtmdet-tiny") -> list[str]:
     if resume:  # the README's command, nothing else: the run's own settings come from its args.yaml
         return [sys.executable, "-m", "rtmkit", "train", "--resume", str(project / "exp")]
-    return [sys.executable, "-m", "rtmkit", "train", "--data", str(shapes["train_json"]), "--epochs", str(epochs),
+    return [sys.executable, "-m", "rtmkit", "train", "--model", model, "--data", str(shapes["train_json"]),
+            "--epochs", str(epochs),
             "--batch", "4", "--imgsz", "128", "--lr", "0.002", "--warmup-iters", "4", "--project", str(project),
             "--name", "exp", "--deterministic", "--stage2-epochs", "1"]  # default workers (2)
 
@@ -81,16 +82,19 @@ def _final_weights(project: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint_file(project / "exp" / "weights" / "last.pt")["train_state"]["model"]
 
 
-def test_sigkill_and_resume_gives_the_same_weights(shapes, tmp_path):
+@pytest.mark.parametrize("model", ["rtmdet-tiny", "rtmdet-ins-tiny"])
+def test_sigkill_and_resume_gives_the_same_weights(shapes, tmp_path, model):
     """kill -9 mid-epoch of a run with the default 2 data workers, then exactly `rtmkit train --resume <dir>`:
-    the same final weights as an uninterrupted run, and no worker process outlives the killed run."""
+    the same final weights as an uninterrupted run, and no worker process outlives the killed run (detection,
+    and RTMDet-Ins with its mask pipeline and Dice loss)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     straight = tmp_path / "straight"
-    subprocess.run(_train_cmd(shapes, straight, 3), env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(_train_cmd(shapes, straight, 3, model=model), env=env, check=True, capture_output=True,
+                   timeout=600)
 
     killed = tmp_path / "killed"
     tag = f"{os.getpid()}-{time.time()}"
-    proc = subprocess.Popen(_train_cmd(shapes, killed, 3), env=dict(env, RTMKIT_TEST_TAG=tag),
+    proc = subprocess.Popen(_train_cmd(shapes, killed, 3, model=model), env=dict(env, RTMKIT_TEST_TAG=tag),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = killed / "exp" / "weights" / "last.pt"
     deadline = time.time() + 300

@@ -608,11 +608,17 @@ def test_instance_masks_reach_the_target():
     td = TrainDataset(ds, "tiny", img_scale=256, with_masks=True)
     assert type(td.pipeline.transforms[-1]).__name__ == "FilterAnnotations"
     for i in range(12):
-        _, t = td[i % 8]
+        image, t = td[i % 8]
         assert len(t["masks"]) == len(t["boxes"]) == len(t["labels"])
-        for poly, box in zip(t["masks"], t["boxes"].numpy()):  # recompute_bbox: boxes are the polygons' bounds
+        assert t["masks"].dtype == torch.bool and t["masks"].shape[1:] == image.shape[1:] == (256, 256)
+        sample = td.get_sample(i % 8)  # the same draw (seeded by index and epoch): its polygons
+        for poly, box in zip(sample["masks"], sample["boxes"]):  # recompute_bbox: boxes are the polygons' bounds
             pts = np.concatenate(poly)
             np.testing.assert_allclose([*pts.min(0), *pts.max(0)], box, atol=1e-3)
+        for mask, box in zip(t["masks"].numpy(), t["boxes"].numpy()):  # bitmaps fill their boxes' pixels
+            ys, xs = np.nonzero(mask)
+            assert abs(xs.min() - box[0]) <= 1 and abs(xs.max() + 1 - box[2]) <= 1
+            assert abs(ys.min() - box[1]) <= 1 and abs(ys.max() + 1 - box[3]) <= 1
     assert "masks" not in TrainDataset(ds, "tiny", img_scale=256)[0][1]
 
 

@@ -143,6 +143,14 @@ class DetectionDataset:
             sample["masks"] = [self._polygons(seg, h, w, rec.get("normalised", False)) for seg in rec["segs"]]
         return sample
 
+    @property
+    def source(self) -> str:
+        """The file or folder the dataset was read from, for messages."""
+        for name in ("ann_file", "data_yaml", "root"):
+            if getattr(self, name, None) is not None:
+                return str(getattr(self, name))
+        return type(self).__name__
+
     def without_masks(self) -> DetectionDataset:
         """A shallow copy that does not load masks and holds no polygons (what a detection-only DataLoader should
         send to its workers: COCO's polygons are most of a COCO dataset's memory)."""

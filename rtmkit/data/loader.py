@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..structures.masks import PolygonMasks
 from .datasets import DatasetError, DatasetWarning, DetectionDataset
 from .images import ImageReadError
 from .transforms import MEAN_BGR, STD_BGR, build_train_pipeline, build_val_pipeline
@@ -76,12 +77,16 @@ def _norm_tables(mean: tuple, std: tuple) -> list[np.ndarray]:
 
 
 def _target(sample: dict[str, Any], with_masks: bool) -> dict[str, Any]:
-    """The loss's target: ``boxes``, ``labels``, the polygons when ``with_masks``, and ``rboxes`` (float32 [N, 5]
+    """The loss's target: ``boxes``, ``labels``, the masks as bool ``[N, H, W]`` bitmaps of the image when
+    ``with_masks``, and ``rboxes`` (float32 [N, 5]
     cx, cy, w, h, angle le90) when the sample carries rotated boxes."""
     target = {"boxes": torch.from_numpy(np.asarray(sample["boxes"], np.float32).reshape(-1, 4).copy()),
               "labels": torch.from_numpy(np.asarray(sample["labels"], np.int64).copy())}
-    if with_masks and "masks" in sample:
-        target["masks"] = sample["masks"]
+    if with_masks and "masks" in sample:  # bitmaps of the (padded) image, as the Ins loss compares them
+        polygons = sample["masks"]
+        polygons = polygons if isinstance(polygons, PolygonMasks) else PolygonMasks(polygons)
+        h, w = sample["image"].shape[:2]
+        target["masks"] = torch.from_numpy(polygons.to_bitmaps(h, w))
     if "rboxes" in sample:
         target["rboxes"] = torch.from_numpy(np.asarray(sample["rboxes"], np.float32).reshape(-1, 5).copy())
     return target

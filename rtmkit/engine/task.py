@@ -17,6 +17,7 @@ from ..data.loader import TrainDataset
 from ..inference import Predictor, TorchBackend
 from ..models.detector import RTMDetNet
 from .criterion import RTMDetCriterion
+from .criterion_ins import RTMDetInsCriterion
 
 
 class DetectionTask:
@@ -27,9 +28,12 @@ class DetectionTask:
     fitness_key = "AP"
     metric_keys = ("AP", "AP50", "AP75", "AR100")
 
+    with_masks = False
+
     def __init__(self, cfg: RTMDetConfig):
-        if cfg.task != "detect":
-            raise NotImplementedError(f"training {cfg.task} models ({cfg.name}) is not implemented yet")
+        if cfg.task != self.name:
+            raise ValueError(f"{type(self).__name__} is for {self.name} models, {cfg.name} is a {cfg.task} model "
+                             "(use task_for(cfg))")
         self.cfg = cfg
 
     def network(self) -> RTMDetNet:
@@ -44,7 +48,10 @@ class DetectionTask:
         training device)."""
         return TrainDataset(dataset, self.cfg.size, self.cfg.data.input_size, seed, max_epochs=epochs,
                             stage2_epochs=stage2_epochs, epoch=epoch, mean=self.cfg.data.mean, std=self.cfg.data.std,
-                            normalize=False)
+                            normalize=False, with_masks=self.with_masks)
+
+    def check_dataset(self, dataset: DetectionDataset) -> None:
+        """Raise when the training data cannot train this task (nothing to check for boxes)."""
 
     def predictor(self, net: nn.Module) -> Predictor:
         """The pipeline ``rtmkit val`` runs (BN-folded, channels-last), so validation AP equals ``rtmkit val``'s."""
@@ -56,7 +63,38 @@ class DetectionTask:
     def evaluate(self, predictor: Predictor, dataset: DetectionDataset, *, batch: int) -> dict[str, Any]:
         from ..eval.detection import evaluate
 
-        return evaluate(predictor, dataset, post=self.cfg.preset("eval"), batch=batch)
+        return evaluate(predictor, dataset, post=self.cfg.preset("eval"), batch=batch, masks=self.with_masks)
 
     def fitness(self, metrics: dict[str, Any]) -> float:
         return float(metrics.get(self.fitness_key, -1.0))
+
+
+class SegmentTask(DetectionTask):
+    """RTMDet-Ins: the detection task with masks. The Ins head, the Ins criterion (soft centre prior at the
+    masks' centres of mass, Dice on the positives' masks), the recipe's Ins pipeline (polygons through every
+    transform, boxes recomputed from the cropped masks, bitmaps as targets), box and mask AP; fitness is mask
+    AP@[.5:.95]."""
+
+    name = "segment"
+    fitness_key = "mask_AP"
+    metric_keys = ("AP", "AP50", "AP75", "AR100", "mask_AP", "mask_AP50", "mask_AP75")
+    with_masks = True
+
+    def criterion(self) -> RTMDetInsCriterion:
+        return RTMDetInsCriterion(self.cfg.num_classes, self.cfg.strides)
+
+    def check_dataset(self, dataset: DetectionDataset) -> None:
+        if not getattr(dataset, "has_masks", False):
+            raise ValueError(f"{getattr(dataset, 'source', 'the training data')}: {self.cfg.name} learns instance "
+                             "masks, and these labels have boxes only (COCO segmentation polygons/RLE or YOLO-seg "
+                             "labels are needed)")
+
+
+TASKS = {task.name: task for task in (DetectionTask, SegmentTask)}
+
+
+def task_for(cfg: RTMDetConfig) -> DetectionTask:
+    """The task object of a config (``cfg.task``)."""
+    if cfg.task not in TASKS:
+        raise NotImplementedError(f"training {cfg.task} models ({cfg.name}) is not implemented yet")
+    return TASKS[cfg.task](cfg)

@@ -42,7 +42,7 @@ from .distributed import (
 )
 from .ema import ExpMomentumEMA
 from .optim import FlatCosineSchedule, build_optimizer, scaled_lr
-from .task import DetectionTask
+from .task import DetectionTask, task_for
 
 
 class TrainingError(RuntimeError):
@@ -96,6 +96,10 @@ def _write_args_yaml(path: Path, args: dict[str, Any]) -> None:
     atomic_write_text(path, yaml.safe_dump(args, sort_keys=False))
 
 
+# parameters an RTMDet-Ins net has and a detector does not
+INS_ONLY_PREFIXES = ("bbox_head.kernel_convs.", "bbox_head.rtm_kernel.", "bbox_head.mask_head.")
+
+
 class Trainer:
     """``Trainer(TrainArgs(...)).fit()`` -> final metrics. See :class:`TrainArgs`."""
 
@@ -131,7 +135,9 @@ class Trainer:
         overrides: dict[str, Any] = {"num_classes": len(names), "class_names": names}
         if a.imgsz:
             overrides["input_size"] = a.imgsz
-        return DetectionTask(get_config(a.model, **overrides))
+        task = task_for(get_config(a.model, **overrides))
+        task.check_dataset(train_set)
+        return task
 
     def _build_net(self, task: DetectionTask) -> nn.Module:
         a = self.args
@@ -155,16 +161,27 @@ class Trainer:
 
         sd = extract_state_dict(load_checkpoint_file(resolve_weights(spec)), spec)
         own = net.state_dict()
+        may_miss: set[str] = set()
         head_keys = [k for k in sd if k.startswith("bbox_head.rtm_cls.")]
-        if head_keys and sd[head_keys[0]].shape != own[head_keys[0]].shape:
+        if head_keys and head_keys[0] in own and sd[head_keys[0]].shape != own[head_keys[0]].shape:
             old = sd[head_keys[0]].shape[0]
             self._log(f"{spec}: checkpoint has {old} classes, the data {net.cfg.num_classes}: the class "
-                      "predictors (bbox_head.rtm_cls.*) are re-initialised, everything else is loaded")
+                      "predictors (bbox_head.rtm_cls.*) are re-initialised")
             sd = {k: v for k, v in sd.items() if k not in head_keys}
+            may_miss |= set(head_keys)
+        mask_parts = [k for k in own if k.startswith(INS_ONLY_PREFIXES)]
+        if mask_parts and not any(k in sd for k in mask_parts):  # a detection checkpoint for an Ins model
+            self._log(f"{spec}: a detection checkpoint: backbone, neck, the head's shared tower and its "
+                      "class/box predictors are loaded (the Ins head has one tower for both branches: it gets "
+                      "the detector's box tower, loaded last, as MMDetection loads it); new and randomly "
+                      "initialised: the kernel towers, rtm_kernel and mask_head")
+            may_miss |= set(mask_parts)
+        missing = set(own) - set(sd) - may_miss
+        if may_miss and not missing:
             load_weights(net, sd, strict=False, source=spec)
-            missing = set(own) - set(sd)
-            if missing - set(head_keys):
-                raise CheckpointError(f"{spec}: missing keys besides the class head: {sorted(missing)[:10]}")
+            unexpected = set(sd) - set(own)
+            if unexpected:
+                raise CheckpointError(f"{spec}: keys this model does not have: {sorted(unexpected)[:10]}")
         else:
             load_weights(net, sd, strict=True, source=spec)
         self._log(f"initialised from {spec}")

@@ -30,8 +30,10 @@ class ExportedGraph:
     """What every runtime of an exported rtmkit graph shares (the :class:`rtmkit.inference.Backend` shape).
 
     ``forward(batch)`` takes the letterboxed batch (normalised float, or uint8 when the graph normalises itself)
-    and returns the graph's two outputs as torch tensors: raw graphs give (scores [B,N,C], boxes [B,N,4]),
-    end-to-end graphs (dets [B,K,5], labels [B,K]). ``decode`` turns raw outputs into ``Candidates``.
+    and returns the graph's outputs as torch tensors: raw graphs give (scores [B,N,C], boxes [B,N,4]),
+    end-to-end graphs (dets [B,K,5], labels [B,K]); RTMDet-Ins graphs (``task == "segment"``) add (kernels
+    [B,N,169], mask_feat [B,P,h,w]) to a raw graph's and masks [B,K,H,W] to an end-to-end graph's.
+    ``decode`` turns raw outputs into ``Candidates``.
     """
 
     path: Path
@@ -47,16 +49,18 @@ class ExportedGraph:
             "float16" if meta.get("input_dtype") == "float16" else "float32")
         self.fixed_batch = None if meta.get("dynamic", True) else int(meta.get("batch", 1))
         self.strides = tuple(meta["strides"])
+        self.task = meta.get("task", "detect")
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, ...]:
         if self.meta.get("dynamic") is False and batch.shape[-1] != self.meta.get("imgsz"):
             raise ValueError(f"{self.path} was exported for imgsz={self.meta.get('imgsz')} (not dynamic)")
         array = batch.cpu().numpy() if isinstance(batch, torch.Tensor) else batch
-        first, second = self._run(np.ascontiguousarray(array.astype(self.input_dtype, copy=False)))
-        return torch.from_numpy(np.asarray(first)).float(), torch.from_numpy(np.asarray(second))
+        first, second, *rest = self._run(np.ascontiguousarray(array.astype(self.input_dtype, copy=False)))
+        return (torch.from_numpy(np.asarray(first)).float(), torch.from_numpy(np.asarray(second)),
+                *(torch.from_numpy(np.asarray(r)) for r in rest))
 
     __call__ = forward
 
@@ -84,9 +88,8 @@ class OnnxRuntimeBackend(ExportedGraph):
         self.input_name = self.session.get_inputs()[0].name
         self._read_meta()
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        first, second = self.session.run(None, {self.input_name: batch})
-        return first, second
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: batch})
 
 
 class OpenVINOBackend(ExportedGraph):
@@ -114,7 +117,6 @@ class OpenVINOBackend(ExportedGraph):
         self.request = self.compiled.create_infer_request()
         self._read_meta()
 
-    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         out = self.request.infer([batch])
-        first, second = (np.array(out[o]) for o in self.compiled.outputs)
-        return first, second
+        return [np.array(out[o]) for o in self.compiled.outputs]

@@ -6,6 +6,11 @@ Outputs, all in network-input pixels of the letterboxed image:
 - end-to-end: ``dets`` [B, K, 5] (x1, y1, x2, y2, score) and ``labels`` [B, K] (int64): the contract of
   OpenMMLab's SDK exports. K = ``max_det``; rows past the detections have score 0 and label -1. Each image is
   handled independently (class-aware NMS keyed by image, top-K per image): no cross-talk across the batch.
+- RTMDet-Ins adds, raw: ``kernels`` [B, N, 169] (each prior's dynamic-conv parameters) and ``mask_feat``
+  [B, 8, H/8, W/8] (the prototypes), from which the host computes the kept detections' masks exactly as for
+  PyTorch; end-to-end: ``masks`` [B, K, H, W] float, each kept detection's mask probabilities at network-input
+  resolution (its x8 upsampled logits through a sigmoid), MMDeploy's RTMDet-Ins SDK contract: a consumer crops
+  the letterboxed region, resizes it to the original image and thresholds at 0.5.
 Optionally the graph takes uint8 BGR input and normalises itself (``normalize=True``).
 """
 
@@ -18,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import PostprocessConfig
+from ..models.masks import MASK_STRIDE, mask_logits_batched
 from ..ops.boxes import distance2bbox, grid_priors
 from ..ops.levels import flatten_levels, level_sizes
+from ..structures import SegOutputs
 
 EXPORT_FORMAT_VERSION = "1"
 
@@ -56,18 +64,31 @@ class ExportModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = (images.float() - self.mean) / self.std if self.normalize else images
         outputs = self.net(x)
         # The sizes are traced from the feature maps, so dynamic input shapes work.
-        priors = grid_priors(level_sizes(outputs.cls_scores), self.strides, device=x.device)
+        priors = grid_priors(level_sizes(outputs.cls_scores), self.strides, device=x.device, with_stride=True)
         scores = flatten_levels(outputs.cls_scores).sigmoid()
-        boxes = distance2bbox(priors.unsqueeze(0), flatten_levels(outputs.bbox_preds))
+        boxes = distance2bbox(priors[:, :2].unsqueeze(0), flatten_levels(outputs.bbox_preds))
+        segment = isinstance(outputs, SegOutputs)
         if not self.nms:
+            if segment:
+                return scores, boxes, flatten_levels(outputs.kernel_preds), outputs.mask_feat
             return scores, boxes
-        return self._nms(scores, boxes)
+        dets, labels, index = self._nms(scores, boxes)
+        if not segment:
+            return dets, labels
+        # MMDeploy's RTMDet-Ins contract: each kept detection's mask at network-input resolution, as
+        # probabilities (x8 upsampled logits through a sigmoid); the host resizes and thresholds them
+        kernels = flatten_levels(outputs.kernel_preds)
+        kept_kernels = kernels.gather(1, index.unsqueeze(-1).expand(-1, -1, kernels.shape[-1]))
+        kept_priors = priors[:, :3][index]  # [B, K, 3]
+        logits = mask_logits_batched(outputs.mask_feat, kept_kernels, kept_priors)
+        masks = F.interpolate(logits, scale_factor=float(MASK_STRIDE), mode="bilinear", align_corners=False)
+        return dets, labels, masks.sigmoid()
 
-    def _nms(self, scores: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nms(self, scores: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         post = self.post
         batch = scores.shape[0]
         if post.agnostic:  # one NMS over all classes with each prior's best class
@@ -91,7 +112,7 @@ class ExportModel(nn.Module):
         labels = best_label.squeeze(2).gather(1, box_index) if post.agnostic else index // num
         det_boxes = boxes.gather(1, box_index.unsqueeze(-1).expand(-1, -1, 4))
         labels = torch.where(values > 0, labels, torch.full_like(labels, -1))
-        return torch.cat([det_boxes, values.unsqueeze(-1)], dim=-1), labels
+        return torch.cat([det_boxes, values.unsqueeze(-1)], dim=-1), labels, box_index
 
 
 def _require_onnx():
@@ -202,11 +223,18 @@ def export_onnx(net: nn.Module, cfg, file: str | os.PathLike, *, class_names: li
     dummy = (torch.full((batch, 3, size, size), 114, dtype=torch.uint8, device=device) if normalize
              else torch.zeros(batch, 3, size, size, dtype=dtype, device=device))
     outputs = ["dets", "labels"] if nms else ["scores", "boxes"]
+    if cfg.task == "segment":
+        outputs += ["masks"] if nms else ["kernels", "mask_feat"]
     axes = None
     if dynamic:
-        axes = {"images": {0: "batch", 2: "height", 3: "width"}, outputs[0]: {0: "batch"}, outputs[1]: {0: "batch"}}
+        axes = {"images": {0: "batch", 2: "height", 3: "width"}, **{name: {0: "batch"} for name in outputs}}
         if not nms:
             axes["scores"][1] = axes["boxes"][1] = "num_priors"
+        if cfg.task == "segment" and nms:
+            axes["masks"].update({2: "height", 3: "width"})
+        elif cfg.task == "segment":
+            axes["kernels"][1] = "num_priors"
+            axes["mask_feat"].update({2: "mask_height", 3: "mask_width"})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about deprecations
         with torch.no_grad():

@@ -11,8 +11,10 @@ import torch
 
 from ..config import PostprocessConfig
 from ..data.preprocess import letterbox_batch, preprocess
-from ..models.masks import instance_masks
+from ..models.masks import crop_to_boxes, input_masks_to_image, instance_masks, seg_inputs
 from ..models.postprocess import Candidates, Detections, postprocess
+from ..ops.boxes import grid_priors
+from ..ops.levels import input_level_sizes
 from ..results import Result
 from ..structures import SegOutputs
 from .backend import Backend
@@ -79,10 +81,7 @@ class Predictor:
         else:
             candidates: Candidates = self.backend.decode(outputs, (size, size))
             dets = postprocess(candidates, post, scales, orig)
-        masks: list = [None] * len(dets)
-        if isinstance(outputs, SegOutputs):  # instance masks from each kept prior's dynamic kernel
-            masks = [m.cpu().numpy() for m in instance_masks(outputs, dets, self.backend.strides, scales, orig,
-                                                             post.mask_thr)]
+        masks = [m.cpu().numpy() if m is not None else None for m in self._masks(outputs, dets, post, scales, orig)]
         results = [Result(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
                           self.names, tuple(img.shape[:2]), orig_img=img, masks=m)
                    for img, d, m in zip(images, dets, masks)]
@@ -93,6 +92,29 @@ class Predictor:
             r.speed = dict(speed)
         return results
 
+
+    def _masks(self, outputs, dets: list[Detections], post: PostprocessConfig, scales: torch.Tensor,
+               orig: torch.Tensor) -> list[torch.Tensor | None]:
+        """Instance masks of the kept detections (``None`` per image for models without masks): from each kept
+        prior's dynamic kernel (PyTorch, raw exported graphs), or the end-to-end graph's input-resolution masks."""
+        if isinstance(outputs, SegOutputs):
+            mask_feat, kernels, priors = seg_inputs(outputs, self.backend.strides)
+        elif getattr(self.backend, "task", "detect") != "segment":
+            return [None] * len(dets)
+        elif self.backend.graph == "end2end":
+            out = []
+            for i, det in enumerate(dets):
+                scale = (float(scales[i, 0]), float(scales[i, 1]))
+                m = input_masks_to_image(outputs[2][i, det.prior_inds], scale, (int(orig[i, 0]), int(orig[i, 1])),
+                                         post.mask_thr)
+                out.append(crop_to_boxes(m, det.boxes) if post.crop_masks else m)
+            return out
+        else:  # raw exported graph: (scores, boxes, kernels [B, N, 169], mask_feat [B, P, h, w])
+            mask_feat, kernels = outputs[3].float(), outputs[2].float()
+            strides = self.backend.strides
+            sizes = input_level_sizes(mask_feat.shape[-2] * strides[0], mask_feat.shape[-1] * strides[0], strides)
+            priors = grid_priors(sizes, strides, with_stride=True)[:, :3]
+        return instance_masks(mask_feat, kernels, priors, dets, scales, orig, post.mask_thr, post.crop_masks)
 
     def _check_end2end(self, post: PostprocessConfig) -> None:
         """An end-to-end graph did NMS with settings baked at export; say once which requested ones it cannot
@@ -138,5 +160,6 @@ def _end2end_detections(outputs, post: PostprocessConfig, scales: torch.Tensor, 
         if post.clip == "image":
             boxes = torch.minimum(boxes.clamp(min=0), orig[i].flip(0).float().repeat(2))
         k = post.max_per_img
-        out.append(Detections(boxes[:k], d[keep, 4][:k], lab[keep][:k]))
+        rows = keep.nonzero()[:, 0][:k]  # which of the graph's K rows: selects their masks
+        out.append(Detections(boxes[:k], d[keep, 4][:k], lab[keep][:k], rows))
     return out

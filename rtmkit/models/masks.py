@@ -8,6 +8,7 @@ reference's size formula, quirks included) and crops to the original image.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,39 +25,52 @@ MASK_STRIDE = 8  # the prototypes' stride: pyramid level 0
 
 def split_dynamic_params(kernels: torch.Tensor, num_prototypes: int = 8, channels: int = 8, num_layers: int = 3
                          ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """``kernels`` ``[N, 169]`` -> per layer, grouped-conv weights ``[N * out, in, 1, 1]`` and biases ``[N * out]``.
-    Layout of a kernel vector: every layer's weights (out-major), then every layer's biases."""
-    n = kernels.shape[0]
+    """``kernels`` ``[..., 169]`` -> per layer, weights ``[..., out, in]`` and biases ``[..., out]``. Layout of a
+    kernel vector: every layer's weights (out-major), then every layer's biases."""
+    lead = kernels.shape[:-1]
     shapes = dynamic_layer_shapes(num_prototypes, channels, num_layers)
     sizes = [o * i for o, i in shapes] + [o for o, _ in shapes]
-    parts = torch.split(kernels, sizes, dim=1)
-    weights = [w.reshape(n * o, i, 1, 1) for w, (o, i) in zip(parts[:num_layers], shapes)]
-    biases = [b.reshape(n * o) for b, (o, _) in zip(parts[num_layers:], shapes)]
-    return weights, biases
+    parts = torch.split(kernels, sizes, dim=-1)
+    weights = [w.reshape(*lead, o, i) for w, (o, i) in zip(parts[:num_layers], shapes)]
+    return weights, list(parts[num_layers:])
+
+
+def mask_logits_batched(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
+    """Mask logits ``[B, K, h, w]`` at stride 8 for ``K`` instances per image (traceable: the exported graphs
+    run it).
+
+    ``mask_feat`` ``[B, P, h, w]`` prototypes; ``kernels`` ``[B, K, 169]``; ``priors`` ``[B, K, 3]`` (x, y,
+    stride) of the prior each instance was decoded from, in input pixels. The dynamic head sees 2 + P channels:
+    the position of every stride-8 location relative to the prior, ``(prior - location) / (stride * 8)`` as
+    (x, y), then the prototypes; three 1x1 convs with ReLU between (the reference's grouped convs, here as matrix
+    products: the same sums in another order)."""
+    b, p, h, w = mask_feat.shape
+    weights, biases = split_dynamic_params(kernels, num_prototypes=p)
+    # Layer 1 without building the [B, K, 2 + P, h, w] input: the prototypes are shared by the instances of an
+    # image (one matrix product), and the relative coordinates are affine in the location (rank-1 per axis).
+    w1 = weights[0]  # [B, K, C, 2 + P]: (x, y, prototypes)
+    k, c = w1.shape[1], w1.shape[2]
+    xs = torch.arange(w, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
+    ys = torch.arange(h, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
+    norm = priors[..., 2:3] * 8
+    rel_x = (priors[..., 0:1] - xs) / norm  # [B, K, w]
+    rel_y = (priors[..., 1:2] - ys) / norm  # [B, K, h]
+    x = torch.matmul(w1[..., 2:].reshape(b, k * c, p), mask_feat.reshape(b, p, h * w)).reshape(b, k, c, h, w)
+    x = x + (w1[..., 0, None, None] * rel_x[:, :, None, None, :] + w1[..., 1, None, None] * rel_y[:, :, None, :, None]
+             + biases[0][..., None, None])
+    x = x.relu().reshape(b * k, c, h * w)
+    for i in range(1, len(weights)):
+        wi = weights[i].reshape(b * k, weights[i].shape[-2], weights[i].shape[-1])
+        x = torch.baddbmm(biases[i].reshape(b * k, biases[i].shape[-1], 1), wi, x)
+        if i < len(weights) - 1:
+            x = x.relu()
+    return x.reshape(b, k, h, w)
 
 
 def mask_logits(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: torch.Tensor) -> torch.Tensor:
-    """Mask logits ``[N, h, w]`` at stride 8 for ``N`` instances of one image.
-
-    ``mask_feat`` ``[P, h, w]`` prototypes; ``kernels`` ``[N, 169]``; ``priors`` ``[N, 3]`` (x, y, stride) of the
-    prior each instance was decoded from, in input pixels. The dynamic head sees 2 + P channels: the position of
-    every stride-8 location relative to the prior, ``(prior - location) / (stride * 8)`` as (x, y), then the
-    prototypes; three 1x1 convs with ReLU between (one grouped conv per layer: one group per instance)."""
-    n = priors.shape[0]
-    p, h, w = mask_feat.shape
-    if n == 0:
-        return mask_feat.new_zeros((0, h, w))
-    ys = torch.arange(h, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
-    xs = torch.arange(w, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], dim=-1).reshape(1, -1, 2)  # (x, y), row-major
-    relative = (priors[:, None, :2] - grid).permute(0, 2, 1) / (priors[:, 2].reshape(-1, 1, 1) * 8)
-    x = torch.cat([relative.reshape(n, 2, h, w), mask_feat.expand(n, p, h, w)], dim=1).reshape(1, -1, h, w)
-    weights, biases = split_dynamic_params(kernels, num_prototypes=p)
-    for i, (weight, bias) in enumerate(zip(weights, biases)):
-        x = F.conv2d(x, weight, bias, groups=n)
-        if i < len(weights) - 1:
-            x = F.relu(x)
-    return x.reshape(n, h, w)
+    """:func:`mask_logits_batched` for one image: ``mask_feat`` ``[P, h, w]``, ``kernels`` ``[N, 169]``,
+    ``priors`` ``[N, 3]`` -> ``[N, h, w]``."""
+    return mask_logits_batched(mask_feat[None], kernels[None], priors[None])[0]
 
 
 def resize_mask_logits(logits: torch.Tensor, scale_factor: tuple[float, float], orig_hw: tuple[int, int]
@@ -74,26 +88,146 @@ def resize_mask_logits(logits: torch.Tensor, scale_factor: tuple[float, float], 
     return F.interpolate(up, size=size, mode="bilinear", align_corners=False)[0, :, :orig_h, :orig_w]
 
 
+@functools.lru_cache(maxsize=64)
+def _axis_weights(low: int, up_scale: int, resized: int, keep: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[keep, low]`` weights taking ``low`` stride-8 samples of one axis to the first ``keep`` pixels of that
+    axis in the original image: the x``up_scale`` bilinear upsampling then the resize to ``resized`` pixels
+    (both ``align_corners=False``, PyTorch's source-index rule, clamped at the edges), composed. Each row has at
+    most four non-zero weights, non-negative and summing to one."""
+
+    def linear(n_in: int, n_out: int, scale: float) -> torch.Tensor:
+        src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
+        i0 = src.floor().long().clamp(max=n_in - 1)
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        frac = src - i0
+        m = torch.zeros(n_out, n_in, dtype=torch.float64)
+        m[torch.arange(n_out), i0] += 1 - frac
+        m[torch.arange(n_out), i1] += frac
+        return m
+
+    mid = low * up_scale
+    first = linear(low, mid, 1 / up_scale)  # F.interpolate(scale_factor=8): scale 1/8
+    second = linear(mid, resized, mid / resized)  # F.interpolate(size=...): scale in/out
+    if keep > resized:
+        raise ValueError(f"the resized mask ({resized} px) is smaller than the image ({keep} px): scale factor "
+                         "does not match the image size")
+    return (second[:keep] @ first).to(dtype)  # cached: callers must not modify it
+
+
 def paste_masks(logits: torch.Tensor, scale_factor: tuple[float, float], orig_hw: tuple[int, int],
-                threshold: float = 0.5) -> torch.Tensor:
-    """Bool masks ``[N, H, W]`` of the original image: :func:`resize_mask_logits`, then ``sigmoid > threshold``
-    (the reference's ``mask_thr_binary``)."""
-    return resize_mask_logits(logits, scale_factor, orig_hw).sigmoid() > threshold
+                threshold: float = 0.5, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool masks ``[N, H, W]`` of the original image: the bits of :func:`resize_mask_logits` then
+    ``sigmoid > threshold`` (the reference's ``mask_thr_binary``), with far less work.
+
+    The two bilinear resizes are linear maps with non-negative weights: per axis one small ``[H, h]`` matrix.
+    A pixel can only be set where some stride-8 logit it depends on is above ``logit(threshold)`` (a convex
+    combination of values at or below it stays at or below it), so each instance is computed only over the
+    pixels its above-threshold logits reach, as two small matrix products, and compared in logit space (no
+    sigmoid, no full-image float tensors). The arithmetic order differs from the reference's, so a pixel whose
+    logit is within float rounding of the threshold may flip (counted in the tests: a handful per image).
+    ``boxes`` ``[N, 4]`` xyxy original pixels: also clear everything outside each box (off by default: the
+    reference does not crop)."""
+    n, h, w = logits.shape
+    orig_h, orig_w = orig_hw
+    out = torch.zeros((n, orig_h, orig_w), dtype=torch.bool, device=logits.device)
+    if n == 0:
+        return out
+    if threshold <= 0.0:
+        return out.fill_(True) if boxes is None else crop_to_boxes(out.fill_(True), boxes)
+    if threshold >= 1.0:
+        return out
+    t = math.log(threshold / (1 - threshold))
+    inv_w, inv_h = 1 / scale_factor[0], 1 / scale_factor[1]
+    rows = _axis_weights(h, MASK_STRIDE, math.ceil(h * MASK_STRIDE * inv_w), orig_h, logits.dtype).to(logits.device)
+    cols = _axis_weights(w, MASK_STRIDE, math.ceil(w * MASK_STRIDE * inv_h), orig_w, logits.dtype).to(logits.device)
+    # per output pixel, the first and last stride-8 sample it depends on (monotonic along the axis)
+    row_lo, row_hi = _support(rows)
+    col_lo, col_hi = _support(cols)
+    above = logits > t
+    row_any, col_any = above.any(2), above.any(1)  # [N, h], [N, w]
+    has = row_any.any(1)
+    k0, k1 = _first_last(row_any)
+    m0, m1 = _first_last(col_any)
+    # output ranges reached by the above-threshold samples: pixels whose support intersects [k0, k1]
+    r0 = torch.searchsorted(row_hi, k0)
+    r1 = torch.searchsorted(row_lo, k1, right=True)
+    c0 = torch.searchsorted(col_hi, m0)
+    c1 = torch.searchsorted(col_lo, m1, right=True)
+    ranges = torch.stack([k0, k1 + 1, m0, m1 + 1, r0, r1, c0, c1], 1)[has].tolist()
+    for i, (a0, a1, b0, b1, y0, y1, x0, x1) in zip(has.nonzero()[:, 0].tolist(), ranges):
+        if y1 <= y0 or x1 <= x0:  # only the padding (cropped away) is above the threshold
+            continue
+        # the rows/cols of the region may depend on samples next to [a0, a1): widen the slice to their support
+        a0, a1 = min(a0, int(row_lo[y0])), max(a1, int(row_hi[y1 - 1]) + 1)
+        b0, b1 = min(b0, int(col_lo[x0])), max(b1, int(col_hi[x1 - 1]) + 1)
+        region = rows[y0:y1, a0:a1] @ logits[i, a0:a1, b0:b1] @ cols[x0:x1, b0:b1].T
+        out[i, y0:y1, x0:x1] = region > t
+    return out if boxes is None else crop_to_boxes(out, boxes)
 
 
-def instance_masks(outputs: SegOutputs, detections: list[Detections], strides: tuple[int, ...],
-                   scale_factors: torch.Tensor, orig_sizes: torch.Tensor, threshold: float = 0.5
-                   ) -> list[torch.Tensor]:
+def _support(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``[L, l]`` weights, the first and last column with a non-zero weight (``[L]`` each)."""
+    nz = weights != 0
+    idx = torch.arange(weights.shape[1], device=weights.device)
+    lo = torch.where(nz, idx, weights.shape[1]).amin(1)
+    hi = torch.where(nz, idx, -1).amax(1)
+    return lo.contiguous(), hi.contiguous()
+
+
+def _first_last(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N, L]`` bool -> first and last True index per row (``[N]`` each; meaningless for rows without one)."""
+    idx = torch.arange(flags.shape[1], device=flags.device)
+    return torch.where(flags, idx, flags.shape[1]).amin(1), torch.where(flags, idx, -1).amax(1)
+
+
+def crop_to_boxes(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Clear the pixels of ``masks`` ``[N, H, W]`` whose centre lies outside the instance's xyxy box."""
+    _, h, w = masks.shape
+    ys = torch.arange(h, device=masks.device, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, device=masks.device, dtype=torch.float32) + 0.5
+    b = boxes.float().to(masks.device)
+    inside_y = (ys >= b[:, 1:2]) & (ys <= b[:, 3:4])
+    inside_x = (xs >= b[:, 0:1]) & (xs <= b[:, 2:3])
+    return masks & inside_y[:, :, None] & inside_x[:, None, :]
+
+
+def instance_masks(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: torch.Tensor,
+                   detections: list[Detections], scale_factors: torch.Tensor, orig_sizes: torch.Tensor,
+                   threshold: float = 0.5, crop: bool = False) -> list[torch.Tensor]:
     """Bool masks ``[N_i, H_i, W_i]`` in the original images for the detections of a batch (their
-    ``prior_inds`` select each instance's kernel and prior). ``scale_factors`` ``[B, 2]`` (w_scale, h_scale);
-    ``orig_sizes`` ``[B, 2]`` (h, w)."""
-    priors = grid_priors(level_sizes(outputs.cls_scores), strides, device=outputs.mask_feat.device,
-                         with_stride=True)[:, :3]
-    kernels = flatten_levels(outputs.kernel_preds)
+    ``prior_inds`` select each instance's kernel and prior).
+
+    ``mask_feat`` ``[B, P, h, w]``; ``kernels`` ``[B, N, 169]`` and ``priors`` ``[N, 3]`` (x, y, stride) of all
+    priors, levels flattened (:func:`seg_inputs` makes them from the network's outputs); ``scale_factors``
+    ``[B, 2]`` (w_scale, h_scale); ``orig_sizes`` ``[B, 2]`` (h, w). ``crop``: clear each mask outside its box."""
     masks = []
     for i, det in enumerate(detections):
         inds = det.prior_inds.to(kernels.device)
-        logits = mask_logits(outputs.mask_feat[i], kernels[i, inds], priors[inds])
+        logits = mask_logits(mask_feat[i], kernels[i, inds], priors[inds])
         scale = (float(scale_factors[i, 0]), float(scale_factors[i, 1]))
-        masks.append(paste_masks(logits, scale, (int(orig_sizes[i, 0]), int(orig_sizes[i, 1])), threshold))
+        masks.append(paste_masks(logits, scale, (int(orig_sizes[i, 0]), int(orig_sizes[i, 1])), threshold,
+                                 boxes=det.boxes if crop else None))
     return masks
+
+
+def seg_inputs(outputs: SegOutputs, strides: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`instance_masks` needs from the network's outputs: ``mask_feat`` ``[B, P, h, w]``, the kernels
+    ``[B, N, 169]`` and the priors ``[N, 3]`` (x, y, stride), levels flattened in the decoding's order."""
+    priors = grid_priors(level_sizes(outputs.cls_scores), strides, device=outputs.mask_feat.device,
+                         with_stride=True)[:, :3]
+    return outputs.mask_feat, flatten_levels(outputs.kernel_preds), priors
+
+
+def input_masks_to_image(probs: torch.Tensor, scale_factor: tuple[float, float], orig_hw: tuple[int, int],
+                         threshold: float = 0.5) -> torch.Tensor:
+    """Masks an end-to-end graph gives at network-input resolution (``[K, H_in, W_in]`` probabilities: the x8
+    upsampled logits through a sigmoid, MMDeploy's contract) -> bool ``[K, H, W]`` in the original image, as the
+    reference finishes them: back to logits, resized to the rescaled padded size, cropped, thresholded."""
+    orig_h, orig_w = orig_hw
+    if probs.shape[0] == 0:
+        return torch.zeros((0, orig_h, orig_w), dtype=torch.bool)
+    eps = 1e-7  # saturated probabilities give finite logits (a 0 * inf in the interpolation would be NaN)
+    logits = torch.logit(probs.float().clamp(eps, 1 - eps))
+    size = [math.ceil(probs.shape[-2] / scale_factor[0]), math.ceil(probs.shape[-1] / scale_factor[1])]
+    resized = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0, :, :orig_h, :orig_w]
+    return resized > math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else resized.sigmoid() > threshold

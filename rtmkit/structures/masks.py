@@ -44,6 +44,17 @@ def clip_polygon(poly: np.ndarray, x1: float, y1: float, x2: float, y2: float) -
     return pts.astype(np.float32)
 
 
+def encode_rle(masks: np.ndarray) -> list[dict[str, Any]]:
+    """bool ``[N, H, W]`` -> COCO RLEs ``{"size": [H, W], "counts": str}`` (pycocotools' compressed counts, the
+    form of COCO results files)."""
+    if len(masks) == 0:
+        return []
+    from pycocotools import mask as mask_utils
+
+    rles = mask_utils.encode(np.asfortranarray(np.moveaxis(np.asarray(masks), 0, -1).astype(np.uint8)))
+    return [{"size": [int(v) for v in r["size"]], "counts": r["counts"].decode("ascii")} for r in rles]
+
+
 class PolygonMasks:
     """``polygons``: per instance a list of float32 ``[K, 2]`` polygons (an instance may have none)."""
 
@@ -167,6 +178,20 @@ class PolygonMasks:
         h, w = _hw(size_hw)
         b, has = self._bounds()
         return has & (b[:, 0] < w) & (b[:, 1] < h) & (b[:, 2] > 0) & (b[:, 3] > 0)
+
+    def to_bitmaps(self, height: int, width: int) -> np.ndarray:
+        """bool ``[N, height, width]``: each instance's polygons rasterised together (union), by pycocotools' RLE
+        rasteriser, as MMDetection's ``PolygonMasks.to_ndarray`` does for the Ins loss's targets. Polygons with
+        fewer than 3 points are ignored; an instance without any gives an empty mask."""
+        from pycocotools import mask as mask_utils
+
+        out = np.zeros((len(self), height, width), bool)
+        for i, inst in enumerate(self.polygons):
+            flat = [p.astype(np.float64).reshape(-1).tolist() for p in inst if len(p) >= 3]
+            if flat:
+                rle = mask_utils.merge(mask_utils.frPyObjects(flat, height, width))
+                out[i] = mask_utils.decode(rle).astype(bool)
+        return out
 
     def min_area_rboxes(self) -> np.ndarray:
         """float32 ``[N, 5]`` le90: the minimum-area rectangle around each instance's points (zeros without)."""

@@ -1,0 +1,182 @@
+"""RTMDet-Ins training through the user's commands: the run, its checkpoint and mask metrics, initialisation from
+detection and Ins checkpoints, box-only data refused, and the NaN guard with the Ins criterion."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtmkit import RTMDet
+from rtmkit.cli import main
+from rtmkit.data.datasets import load_dataset
+from rtmkit.data.synthetic import make_shapes_dataset
+from rtmkit.engine.trainer import TrainArgs, Trainer, TrainingError
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=12, num_val=6, size=128, seed=0,
+                               max_objects=2, scale=(0.35, 0.7), class_colours=True)
+
+
+def _args(shapes, tmp_path, **kw) -> TrainArgs:
+    base = dict(model="rtmdet-ins-tiny", data=str(shapes["train_json"]), val=str(shapes["val_json"]), epochs=2,
+                batch=4, imgsz=128, lr=0.002, warmup_iters=4, workers=0, project=str(tmp_path / "runs"),
+                name="exp", deterministic=True)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def test_cli_trains_ins_and_reports_mask_ap(shapes, tmp_path, capsys):
+    """`rtmkit train --model rtmdet-ins-tiny --data ...`: the run directory, per-epoch mask AP next to box AP
+    in results.csv, a checkpoint that loads as a segment model and predicts masks, and `rtmkit val` on it
+    printing both APs, equal to the training's last validation."""
+    project = tmp_path / "runs"
+    assert main(["train", "--model", "rtmdet-ins-tiny", "--data", str(shapes["train_json"]), "--val",
+                 str(shapes["val_json"]), "--epochs", "2", "--stage2-epochs", "1", "--batch", "4", "--imgsz", "128",
+                 "--workers", "0", "--project", str(project)]) == 0
+    out = capsys.readouterr().out
+    run = project / "exp"
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert len(rows) == 2 and {"loss_mask", "mask_AP", "AP"} <= {k.strip() for k in rows[0]}
+    losses = [float(r["loss_mask"]) for r in rows]
+    assert all(0 < v < 2.5 for v in losses)  # Dice x 2 per positive: within [0, 2]
+    model = RTMDet(run / "weights" / "best.pt", device="cpu")
+    assert model.task == "segment" and model.names == {0: "rectangle", 1: "ellipse", 2: "triangle"}
+    val_img = sorted(Path(shapes["val_images"]).glob("*.png"))[0]
+    r = model.predict(str(val_img), preset="eval")[0]
+    assert r.masks is not None and r.masks.shape == (len(r), 128, 128)
+    assert "mask AP" in out or "mask_AP" in out
+    assert main(["val", "--model", str(run / "weights" / "last.pt"), "--data", str(shapes["val_json"])]) == 0
+    val_out = capsys.readouterr().out
+    assert "box AP" in val_out and "mask AP" in val_out
+    last = {k.strip(): v for k, v in rows[-1].items()}
+    line = [ln for ln in val_out.splitlines() if ln.startswith("box AP")][0]
+    box_ap, mask_ap = (float(part.split()[-1]) for part in line.split(","))
+    assert abs(box_ap - float(last["AP"])) < 1e-3 and abs(mask_ap - float(last["mask_AP"])) < 1e-3
+
+
+def test_detection_checkpoint_initialises_the_shared_parts(shared, shapes, tmp_path, capsys):
+    """A detector's weights for an Ins model: backbone, neck and predictors loaded, the Ins head's one tower
+    from the detector's box tower (loaded last, as MMDetection's loader does with the aliased names), the
+    mask parts new; the message says which."""
+    det = shared("reference/det_tiny/state_dict.pt")
+    ckpt = tmp_path / "det_tiny.pth"
+    torch.save({"state_dict": torch.load(det, weights_only=True)}, ckpt)
+    trainer = Trainer(_args(shapes, tmp_path, weights=str(ckpt)))
+    task = trainer._build_task(load_dataset(str(shapes["train_json"]), "train"))
+    net = trainer._build_net(task)
+    sd, official = net.state_dict(), torch.load(det, weights_only=True)
+    for key in ("backbone.stem.0.conv.weight", "neck.out_convs.0.conv.weight", "bbox_head.rtm_reg.1.weight",
+                "bbox_head.reg_convs.2.1.conv.weight"):
+        assert torch.equal(sd[key], official[key]), key
+    assert torch.equal(sd["bbox_head.cls_convs.0.0.conv.weight"], official["bbox_head.reg_convs.0.0.conv.weight"])
+    assert net.bbox_head.rtm_cls[0].weight.shape[0] == 3  # the data's classes: re-initialised
+    out = capsys.readouterr().out
+    assert "a detection checkpoint" in out and "kernel towers, rtm_kernel and mask_head" in out
+    assert "re-initialised" in out
+
+
+def test_ins_checkpoint_with_other_classes_reinitialises_rtm_cls_only(shared, shapes, tmp_path, capsys):
+    ins = shared("reference/ins_tiny/state_dict.pt")
+    ckpt = tmp_path / "ins_tiny.pth"
+    official = torch.load(ins, weights_only=True)
+    torch.save({"state_dict": official}, ckpt)
+    trainer = Trainer(_args(shapes, tmp_path, weights=str(ckpt)))
+    net = trainer._build_net(trainer._build_task(load_dataset(str(shapes["train_json"]), "train")))
+    sd = net.state_dict()
+    for key, value in official.items():
+        if key.startswith("bbox_head.rtm_cls."):
+            assert sd[key].shape[0] == 3
+        else:
+            assert torch.equal(sd[key], value), key
+    out = capsys.readouterr().out
+    assert "80 classes, the data 3" in out and "a detection checkpoint" not in out
+
+
+def test_box_only_data_is_refused_for_ins(tmp_path, capsys):
+    boxes_only = Path(make_shapes_dataset(tmp_path / "s", num_train=4, num_val=0, size=64)["train_json"])
+    data = json.loads(boxes_only.read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    boxes_only.write_text(json.dumps(data))
+    assert main(["train", "--model", "rtmdet-ins-tiny", "--data", str(boxes_only), "--epochs", "1",
+                 "--project", str(tmp_path / "runs")]) == 1
+    err = capsys.readouterr().err
+    assert str(boxes_only) in err and "boxes only" in err
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_non_finite_ins_loss_is_skipped_and_reported(shapes, tmp_path, monkeypatch, capsys):
+    from rtmkit.engine.criterion_ins import RTMDetInsCriterion
+
+    real = RTMDetInsCriterion.__call__
+
+    def nan_mask_loss(self, outputs, targets, **kw):
+        out = real(self, outputs, targets, **kw)
+        out["loss_mask"] = out["loss_mask"] * float("nan")
+        return out
+
+    monkeypatch.setattr(RTMDetInsCriterion, "__call__", nan_mask_loss)
+    with pytest.raises(TrainingError, match="non-finite losses in 3 steps of epoch 1"):
+        Trainer(_args(shapes, tmp_path, epochs=1)).fit()
+    assert not list(tmp_path.rglob("*.pt"))
+    assert "loss_mask=nan" in capsys.readouterr().out
+
+
+def test_yolo_seg_labels_give_the_coco_polygons_targets(shapes, tmp_path):
+    """The shapes' COCO polygons written as YOLO-seg labels (`class x1 y1 x2 y2 ...`, normalised): the Ins
+    training targets (the same seed, index and epoch) equal those of the COCO json but for pixels on the
+    polygons' edges (the normalised coordinates are rounded to 6 decimals)."""
+    from rtmkit.data.loader import TrainDataset
+
+    data = json.loads(Path(shapes["train_json"]).read_text())
+    root = tmp_path / "yolo"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for img in data["images"]:
+        (root / "images" / img["file_name"]).symlink_to(Path(shapes["train_images"]) / img["file_name"])
+        w, h = img["width"], img["height"]
+        lines = []
+        for ann in (a for a in data["annotations"] if a["image_id"] == img["id"]):
+            for poly in ann["segmentation"][:1]:  # YOLO-seg: one polygon per instance
+                pts = " ".join(f"{v / (w if k % 2 == 0 else h):.6f}" for k, v in enumerate(poly))
+                lines.append(f"{ann['category_id'] - 1} {pts}")
+        (root / "labels" / img["file_name"]).with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    (root / "data.yaml").write_text("path: .\ntrain: images\nval: images\nnames: [rectangle, ellipse, triangle]\n")
+    coco = load_dataset(str(shapes["train_json"]), "train", filter_empty_gt=False)
+    yolo = load_dataset(str(root / "data.yaml"), "train")
+    assert yolo.has_masks and len(yolo) == len(coco)
+    assert [Path(r["path"]).name for r in yolo.records] == [Path(r["path"]).name for r in coco.records]
+    a = TrainDataset(coco, "tiny", img_scale=128, seed=3, with_masks=True, max_epochs=1, stage2_epochs=1)
+    b = TrainDataset(yolo, "tiny", img_scale=128, seed=3, with_masks=True, max_epochs=1, stage2_epochs=1)
+    compared = 0
+    for i in range(len(coco)):
+        (img_a, ta), (img_b, tb) = a[i], b[i]
+        assert torch.equal(img_a, img_b) and torch.equal(ta["labels"], tb["labels"])
+        assert ta["masks"].shape == tb["masks"].shape
+        if any(len(a_["segmentation"]) > 1 for a_ in data["annotations"] if a_["image_id"] == i + 1):
+            continue  # an occluded shape in several parts: YOLO-seg keeps one
+        differ = (ta["masks"] != tb["masks"]).sum().item()
+        assert differ <= 0.01 * max(int(ta["masks"].sum()), 1)
+        torch.testing.assert_close(ta["boxes"], tb["boxes"], atol=0.01, rtol=0)
+        compared += int(len(ta["masks"]) > 0)
+    assert compared >= len(coco) // 2
+
+
+def test_ins_main_job_without_data(tmp_path, capsys, monkeypatch):
+    """`rtmkit train --model rtmdet-ins-tiny` with no data: the built-in shapes with their polygons, mask AP in
+    the final line, and mask predictions drawn on validation pictures (two epochs here; the full job is 32)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--model", "rtmdet-ins-tiny", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "with their masks" in out and "mask AP" in out.splitlines()[[i for i, ln in enumerate(out.splitlines())
+                                                                     if ln.startswith("final:")][0]]
+    assert "masks and boxes with class and score" in out
+    pictures = sorted((tmp_path / "runs/train/exp/predictions").glob("*.png"))
+    assert len(pictures) == 8
+    assert "--model rtmdet-ins-tiny --weights rtmdet-ins-tiny" in out
