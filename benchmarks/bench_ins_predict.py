@@ -15,7 +15,9 @@ Rows (milliseconds per image, medians; rtmkit's and the reference's runs interle
                     ``predict_by_feat`` (x8 upsampling, resize to the full image in float, sigmoid, threshold).
   post              decoding, NMS and masks (rtmkit: the Predictor's postprocess; reference: ``predict_by_feat``).
   end-to-end        preprocess + forward + post, batch 1: ``model.predict(img, preset="eval")``'s path with its
-                    defaults, and the exported end-to-end ONNX graph under ONNX Runtime (--no-onnx skips it).
+                    defaults, the raw exported graph (kernels and prototypes out, masks on the host) under ONNX
+                    Runtime and OpenVINO, and the end-to-end graph (NMS and input-resolution masks inside, the
+                    MMDeploy contract) under ONNX Runtime (--no-onnx skips the exported ones).
 
 The reference (MMDetection 3.3, mmcv's compiled CPU NMS through ``use_compiled_ops()``) runs in a subprocess
 (benchmarks/reference_ins_predict.py) with the Python of --reference-python or $RTMKIT_REFERENCE_PYTHON.
@@ -37,7 +39,7 @@ from reference_server import ReferenceServer
 
 from rtmkit import RTMDet
 from rtmkit.assets import shared_dir
-from rtmkit.models.masks import instance_masks
+from rtmkit.models.masks import instance_masks, seg_inputs
 from rtmkit.models.postprocess import postprocess
 
 IMAGE = "data/coco_tiny/val2017/000000300039.jpg"
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant (about 20 s to build)")
     ap.add_argument("--reference-python",
                     default=os.environ.get("RTMKIT_REFERENCE_PYTHON", ".venv-reference/bin/python"))
     args = ap.parse_args()
@@ -66,13 +69,27 @@ def main() -> None:
     post = model.postprocess_config("eval")
     predictor = model.predictor()
     variants = {"predict() defaults": predictor}
+    if not args.no_compile:
+        from rtmkit.inference import TorchBackend
+
+        backend = TorchBackend(model.net, compile=True, compile_size=predictor.input_size)
+        t = time.perf_counter()
+        if hasattr(backend.module(), "_orig_mod"):  # compiled now, not in the first timed round
+            print(f"torch.compile (freezing): built in {time.perf_counter() - t:.1f} s")
+            variants["torch.compile"] = model._make_predictor(backend)
     if not args.no_onnx:
         try:
-            onnx = model.export(tmp / "ins_e2e.onnx", nms=True, conf=post.score_thr, iou=post.iou_thr,
-                                max_det=post.max_per_img)
-            variants["ONNX Runtime end-to-end"] = RTMDet(onnx).predictor()
+            raw = model.export(file=tmp / "ins_raw.onnx", nms=False)
+            variants["ONNX Runtime raw"] = RTMDet(str(raw)).predictor()
+            try:
+                variants["OpenVINO raw"] = RTMDet(str(raw), runtime="openvino").predictor()
+            except ImportError:
+                print("OpenVINO variant skipped: openvino is not installed")
+            e2e = model.export(file=tmp / "ins_e2e.onnx", nms=True, conf=post.score_thr, iou=post.iou_thr,
+                               max_det=post.max_per_img)
+            variants["ONNX Runtime end-to-end"] = RTMDet(str(e2e)).predictor()
         except Exception as e:  # noqa: BLE001 - report and go on with the PyTorch rows
-            print(f"ONNX variant skipped: {type(e).__name__}: {e}")
+            print(f"ONNX variants skipped: {type(e).__name__}: {e}")
 
     # the mask part alone, on fixed head outputs (what the reference's "mask" time covers)
     backend = predictor.backend
@@ -86,7 +103,7 @@ def main() -> None:
     def time_masks() -> float:
         t = time.perf_counter()
         with torch.inference_mode():
-            m = instance_masks(outputs, dets, backend.strides, scales, orig, post.mask_thr)
+            m = instance_masks(*seg_inputs(outputs, backend.strides), dets, scales, orig, post.mask_thr)
         out = (time.perf_counter() - t) * 1e3
         time_masks.area = int(m[0].sum())
         return out

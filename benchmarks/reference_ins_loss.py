@@ -38,7 +38,9 @@ def main():
         ker = [t.clone().requires_grad_() for t in d["kernels"]]
         feat = d["mask_feat"].clone().requires_grad_()
         losses = head.loss_by_feat(cls, reg, ker, feat, [gt], [meta])
-        sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+        # per-level lists summed over levels, as the reference's logger reports them
+        losses = {k: sum(v) if isinstance(v, (list, tuple)) else v for k, v in losses.items() if k.startswith("loss_")}
+        sum(losses.values()).backward()
         return {k: float(v) for k, v in losses.items()}
 
     g = torch.Generator().manual_seed(1)

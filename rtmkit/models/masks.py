@@ -46,19 +46,22 @@ def mask_logits_batched(mask_feat: torch.Tensor, kernels: torch.Tensor, priors: 
     products: the same sums in another order)."""
     b, p, h, w = mask_feat.shape
     weights, biases = split_dynamic_params(kernels, num_prototypes=p)
-    # Layer 1 without building the [B, K, 2 + P, h, w] input: the prototypes are shared by the instances of an
-    # image (one matrix product), and the relative coordinates are affine in the location (rank-1 per axis).
+    # Layer 1 as one matrix product per image, without building the [B, K, 2 + P, h, w] input: the prototypes
+    # are shared by the instances, and the relative coordinates are affine in the location,
+    # w_x (x_prior - x) / s + w_y (y_prior - y) / s = (-w_x / s) x + (-w_y / s) y + (w_x x_prior + w_y y_prior) / s,
+    # so three more input rows (x, y, 1) carry them.
     w1 = weights[0]  # [B, K, C, 2 + P]: (x, y, prototypes)
     k, c = w1.shape[1], w1.shape[2]
-    xs = torch.arange(w, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
-    ys = torch.arange(h, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE
-    norm = priors[..., 2:3] * 8
-    rel_x = (priors[..., 0:1] - xs) / norm  # [B, K, w]
-    rel_y = (priors[..., 1:2] - ys) / norm  # [B, K, h]
-    x = torch.matmul(w1[..., 2:].reshape(b, k * c, p), mask_feat.reshape(b, p, h * w)).reshape(b, k, c, h, w)
-    x = x + (w1[..., 0, None, None] * rel_x[:, :, None, None, :] + w1[..., 1, None, None] * rel_y[:, :, None, :, None]
-             + biases[0][..., None, None])
-    x = x.relu().reshape(b * k, c, h * w)
+    norm = (priors[..., 2:3] * 8).unsqueeze(-1)  # [B, K, 1, 1]
+    wx, wy = w1[..., 0:1] / norm, w1[..., 1:2] / norm  # [B, K, C, 1]
+    offset = wx * priors[..., None, 0:1] + wy * priors[..., None, 1:2] + biases[0].unsqueeze(-1)
+    rows = torch.cat([w1[..., 2:], -wx, -wy, offset], dim=-1).reshape(b, k * c, p + 3)
+    ys, xs = torch.meshgrid(torch.arange(h, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE,
+                            torch.arange(w, device=mask_feat.device, dtype=mask_feat.dtype) * MASK_STRIDE,
+                            indexing="ij")
+    position = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # [3, h * w]
+    inputs = torch.cat([mask_feat.reshape(b, p, h * w), position.expand(b, 3, h * w)], dim=1)
+    x = torch.matmul(rows, inputs).relu().reshape(b * k, c, h * w)
     for i in range(1, len(weights)):
         wi = weights[i].reshape(b * k, weights[i].shape[-2], weights[i].shape[-1])
         x = torch.baddbmm(biases[i].reshape(b * k, biases[i].shape[-1], 1), wi, x)
