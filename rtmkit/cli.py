@@ -186,6 +186,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                         nms=args.nms, conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic,
                         normalize=args.normalize, half=args.half, simplify=args.simplify, opset=args.opset)
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB, {'end-to-end' if args.nms else 'raw'} graph)")
+    if model.task == "segment" and args.nms:
+        print("outputs dets, labels and masks [B, K, H, W] (MMDeploy's RTMDet-Ins contract); for rtmkit's own "
+              "runtimes the raw graph (--no-nms) is faster: masks are then made on the host per instance region")
     return 0
 
 

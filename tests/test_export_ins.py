@@ -92,3 +92,27 @@ def test_end2end_contract_and_no_cross_talk(ins, images, exported):
     keep = labels[1] >= 0
     np.testing.assert_allclose(alone[0][0][keep], dets[1][keep], atol=1e-3)
     np.testing.assert_allclose(alone[2][0][keep], masks[1][keep], atol=1e-4)
+
+
+def test_cli_export_and_predict_write_the_masks(ins, shared, tmp_path, capsys):
+    """`rtmkit export --no-nms` then `rtmkit predict --model x.onnx`: predictions.json holds every detection's
+    mask as COCO RLE, decoding to the masks the Python API returns for the same file and image."""
+    import json
+
+    from pycocotools import mask as mask_utils
+
+    from rtmkit.cli import main
+
+    weights = tmp_path / "w.pth"
+    ins.save(weights)
+    onnx = tmp_path / "ins_raw.onnx"
+    assert main(["export", "--model", str(weights), "--file", str(onnx), "--no-nms"]) == 0
+    image = shared("data/coco_tiny/val2017/000000300039.jpg")
+    assert main(["predict", "--model", str(onnx), "--source", str(image), "--project", str(tmp_path / "p")]) == 0
+    capsys.readouterr()
+    record = json.loads((tmp_path / "p/exp/predictions.json").read_text())[0]
+    expected = RTMDet(str(onnx)).predict(str(image))[0]
+    assert len(record["detections"]) == len(expected) > 0
+    decoded = mask_utils.decode([d["mask"] for d in record["detections"]]).transpose(2, 0, 1).astype(bool)
+    assert np.array_equal(decoded, expected.masks)
+    assert (tmp_path / "p/exp" / image.name).exists()  # the picture with the masks drawn

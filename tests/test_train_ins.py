@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from rtmkit import RTMDet
+from rtmkit.checkpoint import load_checkpoint_file
 from rtmkit.cli import main
 from rtmkit.data.datasets import load_dataset
 from rtmkit.data.synthetic import make_shapes_dataset
@@ -247,3 +248,45 @@ def test_mask_ap_equals_pycocotools_on_known_predictions(shapes, tmp_path):
         name = gt.loadCats([int(cat)])[0]["name"]
         assert stats["per_class_mask_AP"][name] == pytest.approx(float(p[p > -1].mean()), abs=1e-12)
     assert 0.2 < stats["mask_AP"] < 0.95 and 0.2 < stats["AP"] < 0.95 and stats["mask_AP"] != stats["AP"]
+
+
+def test_ddp_two_processes_equal_one_process_for_ins(shared, tmp_path):
+    """torchrun with 2 CPU processes (gloo, SyncBN) and 2 images each vs 1 process with 4: the same weights after
+    two SGD steps of RTMDet-Ins (the Dice normaliser is the all-reduced positive count). Starts from the golden
+    Ins weights (class head re-initialised for the 3 shapes), so every rank has positives of real quality."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    start = tmp_path / "ins.pth"
+    torch.save({"state_dict": torch.load(shared("reference/ins_tiny/state_dict.pt"), weights_only=True)}, start)
+    data = make_shapes_dataset(tmp_path / "shapes", num_train=8, num_val=0, size=128, seed=1, max_objects=2,
+                               scale=(0.35, 0.7))  # 8 images with objects: one step, no padding of the shards
+    common = ["--model", "rtmdet-ins-tiny", "--data", str(data["train_json"]), "--imgsz", "128", "--workers", "0",
+              "--name", "exp", "--weights", str(start), "--epochs", "1", "--batch", "4", "--lr", "0.001",
+              "--optimizer", "SGD", "--warmup-iters", "1", "--stage2-epochs", "1"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    subprocess.run([sys.executable, "-m", "rtmkit", "train", *common, "--project", str(single)], env=env,
+                   check=True, capture_output=True, timeout=600)
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "rtmkit", "train", *common, "--project", str(multi)], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a, b = (load_checkpoint_file(p / "exp/weights/last.pt")["train_state"]["model"] for p in (single, multi))
+    init = torch.load(shared("reference/ins_tiny/state_dict.pt"), weights_only=True)
+    moved = max((a[k] - init[k]).abs().max().item() for k in a if a[k].is_floating_point() and k in init
+                and a[k].shape == init[k].shape and "running" not in k)
+    assert moved > 1e-4  # the steps really changed the weights
+    # the updates themselves agree (not only weights that hardly moved): relative difference of the whole update
+    keys = [k for k in a if a[k].is_floating_point() and k in init and a[k].shape == init[k].shape
+            and "running" not in k]
+    upd_a = torch.cat([(a[k] - init[k]).flatten() for k in keys])
+    upd_b = torch.cat([(b[k] - init[k]).flatten() for k in keys])
+    assert float((upd_b - upd_a).norm() / upd_a.norm()) < 1e-3
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+        else:
+            assert torch.equal(a[k], b[k]), k

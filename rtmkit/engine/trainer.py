@@ -507,7 +507,9 @@ class Trainer:
         atomic_write_text(self.save_dir / "results.csv", table.getvalue())
         plot_results(history, self.save_dir / "results.png")
         if metrics and val_set is not None:
-            lines = ["class,AP"] + [f"{n},{ap:.4f}" for n, ap in metrics["per_class_AP"].items()]
+            masks = metrics.get("per_class_mask_AP")
+            lines = ["class,AP" + (",mask_AP" if masks else "")] + [
+                f"{n},{ap:.4f}" + (f",{masks[n]:.4f}" if masks else "") for n, ap in metrics["per_class_AP"].items()]
             atomic_write_text(self.save_dir / "per_class_ap.csv", "\n".join(lines) + "\n")
             if "precision" in metrics:
                 plot_pr_curve(metrics["precision"], list(val_set.classes), self.save_dir / "pr_curve.png")

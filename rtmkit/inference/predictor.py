@@ -92,7 +92,6 @@ class Predictor:
             r.speed = dict(speed)
         return results
 
-
     def _masks(self, outputs, dets: list[Detections], post: PostprocessConfig, scales: torch.Tensor,
                orig: torch.Tensor) -> list[torch.Tensor | None]:
         """Instance masks of the kept detections (``None`` per image for models without masks): from each kept
