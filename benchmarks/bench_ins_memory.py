@@ -25,15 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from bench_assigner import proc_kib
 
 STRIDES = (8, 16, 32)
-
-
-def proc_kib(field: str) -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def make_inputs(num_objects: int, size: int, seed: int = 0) -> dict:

@@ -49,3 +49,23 @@ def read_video(path) -> list:
         frames.append(frame)
     cap.release()
     return frames
+
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
+                   "AR_medium", "AR_large")
+
+
+def pycocotools_eval(ann_file, results_file, iou_type: str, image_ids=None):
+    """pycocotools' own COCOeval on an annotation file and a results file, run independently of rtmkit: its 12
+    summary numbers by name, and the evaluator (for per-class precision)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO(str(ann_file))
+    ev = COCOeval(gt, gt.loadRes(str(results_file)), iou_type)
+    if image_ids is not None:
+        ev.params.imgIds = list(image_ids)
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return dict(zip(COCO_STAT_NAMES, (float(v) for v in ev.stats))), ev

@@ -186,9 +186,8 @@ def test_segm_ap_equals_pycocotools_on_the_same_rles(shared, tmp_path):
     """model.val on real COCO images with the Ins golden weights: box and mask AP, and the mask AP equals
     pycocotools' COCOeval(iouType="segm") run independently on the saved predictions (RLEs) and the annotation
     file (all 12 numbers); the RLEs decode to the model's masks."""
+    from conftest import pycocotools_eval
     from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
     from rtmkit import RTMDet
 
@@ -201,19 +200,12 @@ def test_segm_ap_equals_pycocotools_on_the_same_rles(shared, tmp_path):
     stats = model.val(val_json, image_ids=ids, save_json=saved, batch=1)  # as predict() below: the same bits
     dets = json.loads(saved.read_text())
     assert dets and all("segmentation" in d for d in dets)
-    gt = COCO(str(val_json))
-    ev = COCOeval(gt, gt.loadRes(str(saved)), "segm")
-    ev.params.imgIds = ids
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
-             "AR_medium", "AR_large")
-    for name, value in zip(names, ev.stats):
-        assert stats[f"mask_{name}"] == pytest.approx(float(value), abs=1e-12), name
+    theirs, ev = pycocotools_eval(val_json, saved, "segm", ids)
+    for name, value in theirs.items():
+        assert stats[f"mask_{name}"] == pytest.approx(value, abs=1e-12), name
     assert set(stats["per_class_mask_AP"]) == set(stats["per_class_AP"])  # (the perturbed weights score ~0 AP)
     # the RLEs are the predicted masks
-    img = gt.loadImgs(ids[0])[0]
+    img = ev.cocoGt.loadImgs(ids[0])[0]
     path = shared("data/coco_tiny/val2017") / img["file_name"]
     r = model.predict(str(path), preset="eval")[0]
     first = [d for d in dets if d["image_id"] == ids[0]]

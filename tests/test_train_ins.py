@@ -225,8 +225,7 @@ def test_mask_ap_equals_pycocotools_on_known_predictions(shapes, tmp_path):
     """The evaluator's segm numbers on predictions of known quality (true masks shifted, dropped, a false
     positive) equal pycocotools' COCOeval(iouType="segm") on the saved RLEs and the annotation file: all 12
     numbers and the per-class APs; mask AP and box AP differ and are neither 0 nor 1."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    from conftest import pycocotools_eval
 
     from rtmkit.config import PostprocessConfig
     from rtmkit.eval.detection import evaluate
@@ -234,18 +233,12 @@ def test_mask_ap_equals_pycocotools_on_known_predictions(shapes, tmp_path):
     ds = load_dataset(str(shapes["val_json"]), "val", filter_empty_gt=False)
     saved = tmp_path / "dets.json"
     stats = evaluate(_PerturbedTruth(ds), ds, post=PostprocessConfig(), batch=4, save_json=saved, masks=True)
-    gt = COCO(str(shapes["val_json"]))
-    ev = COCOeval(gt, gt.loadRes(str(saved)), "segm")
-    ev.evaluate()
-    ev.accumulate()
-    ev.summarize()
-    names = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small",
-             "AR_medium", "AR_large")
-    for name, value in zip(names, ev.stats):
-        assert stats[f"mask_{name}"] == pytest.approx(float(value), abs=1e-12), name
+    theirs, ev = pycocotools_eval(shapes["val_json"], saved, "segm")
+    for name, value in theirs.items():
+        assert stats[f"mask_{name}"] == pytest.approx(value, abs=1e-12), name
     for k, cat in enumerate(ev.params.catIds):
         p = ev.eval["precision"][:, :, k, 0, -1]
-        name = gt.loadCats([int(cat)])[0]["name"]
+        name = ev.cocoGt.loadCats([int(cat)])[0]["name"]
         assert stats["per_class_mask_AP"][name] == pytest.approx(float(p[p > -1].mean()), abs=1e-12)
     assert 0.2 < stats["mask_AP"] < 0.95 and 0.2 < stats["AP"] < 0.95 and stats["mask_AP"] != stats["AP"]
 

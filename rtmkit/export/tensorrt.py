@@ -70,7 +70,7 @@ _DTYPES = {"FLOAT": torch.float32, "HALF": torch.float16, "INT32": torch.int32, 
 
 class TensorRTBackend(ExportedGraph):
     """A serialized engine in an execution context; ``forward`` takes the letterboxed batch and returns the
-    two graph outputs as CPU tensors (like :class:`~rtmkit.export.backends.OnnxRuntimeBackend`)."""
+    graph's outputs as CPU tensors (like :class:`~rtmkit.export.backends.OnnxRuntimeBackend`)."""
 
     def __init__(self, path: str | os.PathLike, device: torch.device | None = None):
         trt = _trt()
@@ -111,10 +111,10 @@ class TensorRTBackend(ExportedGraph):
         stream.synchronize()
         return outputs
 
-    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, ...]:
         x = torch.as_tensor(batch).to(self.device, getattr(torch, self.input_dtype))
-        first, second = self.run_device(x)
-        return first.float().cpu(), second.cpu()
+        first, second, *rest = self.run_device(x)  # RTMDet-Ins graphs have more outputs (masks; kernels, prototypes)
+        return (first.float().cpu(), second.cpu(), *(r.float().cpu() for r in rest))
 
     __call__ = forward
 
