@@ -21,10 +21,15 @@ from .boxes import box_iou
 IoUFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _resolve_block(iou: torch.Tensor, same: torch.Tensor, alive: torch.Tensor, thr: float) -> torch.Tensor:
+def _overlapping(iou: torch.Tensor, thr: float, inclusive: bool) -> torch.Tensor:
+    return iou >= thr if inclusive else iou > thr
+
+
+def _resolve_block(iou: torch.Tensor, same: torch.Tensor, alive: torch.Tensor, thr: float,
+                   inclusive: bool = False) -> torch.Tensor:
     n = alive.numel()
     earlier = torch.ones(n, n, dtype=torch.bool, device=alive.device).tril_(-1)
-    overlaps = (iou > thr) & same & earlier
+    overlaps = _overlapping(iou, thr, inclusive) & same & earlier
     keep = alive.clone()
     for _ in range(n):
         new = alive & ~(overlaps & keep[None, :]).any(dim=1)
@@ -36,7 +41,8 @@ def _resolve_block(iou: torch.Tensor, same: torch.Tensor, alive: torch.Tensor, t
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_thr: float,
                 images: torch.Tensor | None = None, max_per_image: int | None = None,
-                presorted: bool = False, block: int = 1024, iou_fn: IoUFunction = box_iou) -> torch.Tensor:
+                presorted: bool = False, block: int = 1024, iou_fn: IoUFunction = box_iou,
+                inclusive: bool = False) -> torch.Tensor:
     """Indices of the kept boxes, in descending score order.
 
     ``boxes``: ``[N, D]`` in any box type that ``iou_fn`` (pairwise ``[n, D] x [m, D] -> [n, m]`` IoU) understands:
@@ -44,7 +50,8 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
     ``groups``: boxes of different groups never suppress each other (use image * num_classes + label for
     class-aware NMS over a batch). ``images`` with ``max_per_image``: stop once every image has that many kept
     boxes (the output may then hold more per image; take the first ``max_per_image`` of each).
-    ``presorted``: the inputs are already in descending score order.
+    ``presorted``: the inputs are already in descending score order. ``inclusive``: suppress at IoU equal to the
+    threshold too (MMCV's rotated NMS; its axis-aligned NMS suppresses above it only).
     """
     n = boxes.shape[0]
     if n == 0:
@@ -66,10 +73,14 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
         if images is not None and max_per_image is not None:
             alive &= counts[images[start:stop]] < max_per_image  # full images can no longer change the output
         if kept_boxes.shape[0]:
-            hit = (iou_fn(b, kept_boxes) > iou_thr) & (g[:, None] == kept_groups[None, :])
+            hit = _overlapping(iou_fn(b, kept_boxes), iou_thr, inclusive) & (g[:, None] == kept_groups[None, :])
             alive &= ~hit.any(dim=1)
-        keep = _resolve_block(iou_fn(b, b), g[:, None] == g[None, :], alive, iou_thr)
-        pos = torch.nonzero(keep).squeeze(1) + start
+        # only the boxes still alive can keep or suppress: resolve the block among them
+        live = torch.nonzero(alive).squeeze(1)
+        b, g = b[live], g[live]
+        keep = _resolve_block(iou_fn(b, b), g[:, None] == g[None, :], torch.ones_like(live, dtype=torch.bool),
+                              iou_thr, inclusive)
+        pos = live[keep] + start
         kept_pos.append(pos)
         kept_boxes = torch.cat([kept_boxes, boxes[pos]])
         kept_groups = torch.cat([kept_groups, groups[pos]])
