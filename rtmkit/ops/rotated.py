@@ -11,10 +11,10 @@ included); boxes are shifted by the mean of the two centres first (fewer lost di
 area below 1e-14 has IoU 0; ``IoU = inter / (area_a + area_b - inter)``. Two rounding guards where MMCV has none or
 an absolute one: the border tests have a slack of a few ulps (a corner computed on a border is not lost, so
 identical boxes described in different ways overlap fully), and edges parallel within a few ulps relative to their
-lengths count as parallel (MMCV's absolute 1e-14 lets long collinear edges through with meaningless crossings:
-touching boxes can then overlap by a third). Instead of MMCV's per-pair Graham scan, the (at most 24) candidate
-vertices of every pair are ordered by angle around their mean, which orders a convex polygon's vertices the same
-way, and the area is the shoelace sum: no Python loop over boxes.
+lengths count as parallel (with MMCV's absolute 1e-14, float64 lets long collinear edges through with meaningless
+crossings: the shapely property test found a touching pair at IoU 1/3). Instead of MMCV's per-pair Graham scan,
+the (at most 24) candidate vertices of every pair are ordered by angle around their mean, which orders a convex
+polygon's vertices the same way, and the area is the shoelace sum: no Python loop over boxes.
 """
 
 from __future__ import annotations
