@@ -1,5 +1,5 @@
 """The RTMDet network: CSPNeXt backbone -> CSPNeXtPAFPN neck -> RTMDetSepBNHead (RTMDetInsSepBNHead for the
-``segment`` task)."""
+``segment`` task, RotatedRTMDetSepBNHead for ``rotated``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from ..config import RTMDetConfig
-from ..structures import DetOutputs, SegOutputs
+from ..structures import DetOutputs, RotOutputs, SegOutputs
 from .backbone import CSPNeXt
 from .head import RTMDetSepBNHead
 from .head_ins import RTMDetInsSepBNHead
+from .head_rot import RotatedRTMDetSepBNHead
 from .neck import CSPNeXtPAFPN
 
 
@@ -36,7 +37,8 @@ class RTMDetNet(nn.Module):
                                                 share_conv=cfg.net.share_conv,
                                                 pred_kernel_size=cfg.net.pred_kernel_size)
             return
-        self.bbox_head = RTMDetSepBNHead(cfg.num_classes, cfg.net.feat_channels, cfg.net.feat_channels, cfg.strides,
+        head = RotatedRTMDetSepBNHead if cfg.task == "rotated" else RTMDetSepBNHead
+        self.bbox_head = head(cfg.num_classes, cfg.net.feat_channels, cfg.net.feat_channels, cfg.strides,
                                          stacked_convs=cfg.net.stacked_convs, share_conv=cfg.net.share_conv,
                                          exp_on_reg=cfg.net.exp_on_reg, depthwise=cfg.net.depthwise,
                                          pred_kernel_size=cfg.net.pred_kernel_size)
@@ -45,5 +47,5 @@ class RTMDetNet(nn.Module):
     def strides(self) -> tuple[int, ...]:
         return self.bbox_head.strides
 
-    def forward(self, x: torch.Tensor) -> DetOutputs | SegOutputs:
+    def forward(self, x: torch.Tensor) -> DetOutputs | SegOutputs | RotOutputs:
         return self.bbox_head(self.neck(self.backbone(x)))

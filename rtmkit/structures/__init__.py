@@ -4,7 +4,7 @@
 from .boxes import AxisBoxes, RotatedBoxes, polygon_to_rbox, rbox_to_polygon, regularize_le90
 from .instances import Instances
 from .masks import PolygonMasks, clip_polygon
-from .outputs import DetOutputs, SegOutputs
+from .outputs import DetOutputs, RotOutputs, SegOutputs
 
-__all__ = ["AxisBoxes", "DetOutputs", "Instances", "PolygonMasks", "RotatedBoxes", "SegOutputs", "clip_polygon",
-           "polygon_to_rbox", "rbox_to_polygon", "regularize_le90"]
+__all__ = ["AxisBoxes", "DetOutputs", "Instances", "PolygonMasks", "RotOutputs", "RotatedBoxes", "SegOutputs",
+           "clip_polygon", "polygon_to_rbox", "rbox_to_polygon", "regularize_le90"]

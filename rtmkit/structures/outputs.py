@@ -36,3 +36,17 @@ class SegOutputs(NamedTuple):
     bbox_preds: list[torch.Tensor]
     kernel_preds: list[torch.Tensor]
     mask_feat: torch.Tensor
+
+
+class RotOutputs(NamedTuple):
+    """RTMDet-R head outputs (MMRotate's ``RotatedRTMDetSepBNHead.forward`` order).
+
+    ``cls_scores``, ``bbox_preds``: as :class:`DetOutputs` (distances ``rtm_reg(x) * stride``, exponentiated first
+    for the sizes with ``exp_on_reg``), here the distances to the sides of the *rotated* box in its own frame.
+    ``angle_preds``: ``[B, 1, H_l, W_l]`` per level, each prior's angle in radians (not scaled by the stride;
+    decoded to le90 by the box coder).
+    """
+
+    cls_scores: list[torch.Tensor]
+    bbox_preds: list[torch.Tensor]
+    angle_preds: list[torch.Tensor]
