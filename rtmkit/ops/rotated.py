@@ -27,7 +27,7 @@ _AREA_EPS = 1e-14  # MMCV: a box with a smaller area overlaps nothing
 _PAIR_CHUNK = 1 << 16  # pairs per vectorised step (about 30 MB of float64 temporaries)
 # NMS blocks: smaller than for axis boxes (each rotated IoU costs more), so that most candidates are suppressed by
 # the boxes already kept before their block's own IoUs are computed
-_NMS_BLOCK = 256
+NMS_BLOCK = 256
 
 
 def rbox_corners(rboxes: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ def nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, iou_thr: float) -> t
     """Greedy rotated NMS: indices of the kept boxes by descending score; a box is suppressed by a kept
     higher-scoring one when their IoU is at least ``iou_thr`` (MMCV's ``nms_rotated``: ``>=``)."""
     return batched_nms(rboxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_thr, iou_fn=rotated_iou,
-                       inclusive=True, block=_NMS_BLOCK)
+                       inclusive=True, block=NMS_BLOCK)
 
 
 def batched_nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thr: float
@@ -177,4 +177,4 @@ def batched_nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, labels: torc
         return torch.zeros(0, dtype=torch.long, device=rboxes.device)
     offset = labels.to(rboxes.dtype) * (rboxes[:, :2].max() + rboxes[:, 2:4].max() + 1)
     moved = torch.cat([rboxes[:, :2] + offset[:, None], rboxes[:, 2:]], dim=1)
-    return batched_nms(moved, scores, labels, iou_thr, iou_fn=rotated_iou, inclusive=True, block=_NMS_BLOCK)
+    return batched_nms(moved, scores, labels, iou_thr, iou_fn=rotated_iou, inclusive=True, block=NMS_BLOCK)

@@ -1,0 +1,105 @@
+"""RTMDet-R decoding and post-processing, batched over images, levels and classes (fact sheet A.7).
+
+Reference order per image (MMRotate's ``RotatedRTMDetHead._predict_by_feat_single`` and MMDetection's
+``_bbox_post_process``): sigmoid -> per level the ``nms_pre`` best (prior, class) pairs with score > score_thr ->
+decode with ``DistanceAnglePointCoder`` (le90, no clamping) -> rescale the rotated boxes to the original image ->
+drop boxes with width or height <= min_bbox_size -> class-aware rotated NMS (centres offset per class, suppress at
+IoU >= threshold) -> best ``max_per_img``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import PostprocessConfig
+from ..ops.boxes import grid_priors
+from ..ops.levels import flatten_levels, level_sizes, prior_level_ids
+from ..ops.nms import batched_nms
+from ..ops.rotated import NMS_BLOCK, rotated_iou
+from ..structures import RotOutputs
+from .postprocess import Candidates, Detections, _rank_in_segment
+
+
+def distance_angle_to_rbox(points: torch.Tensor, distance: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """``DistanceAnglePointCoder.decode`` (le90): prior points ``[..., 2]``, distances ``[..., 4]`` (left, top,
+    right, bottom, in the box's own frame) and angles ``[..., 1]`` -> rotated boxes ``[..., 5]``. The centre is the
+    point plus the rotated offset ``R(a) ((r - l) / 2, (b - t) / 2)``; the angle is wrapped into ``[-pi/2, pi/2)``.
+    The 2x2 rotation is a matrix product, as the reference computes it (the same rounding)."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    rotation = torch.cat([cos, -sin, sin, cos], dim=-1).reshape(*angle.shape[:-1], 2, 2)
+    wh = distance[..., :2] + distance[..., 2:]
+    offset = torch.matmul(rotation, ((distance[..., 2:] - distance[..., :2]) / 2)[..., None])[..., 0]
+    le90 = torch.remainder(angle + math.pi / 2, math.pi) - math.pi / 2
+    return torch.cat([points[..., :2] + offset, wh, le90], dim=-1)
+
+
+def decode_rotated(outputs: RotOutputs, strides: tuple[int, ...]) -> Candidates:
+    """Raw RTMDet-R head outputs -> :class:`Candidates` whose ``boxes`` are rotated boxes ``[B, N, 5]`` (cx, cy, w,
+    h, angle) in network-input pixels."""
+    cls_scores = outputs.cls_scores
+    device = cls_scores[0].device
+    sizes = level_sizes(cls_scores)
+    priors = grid_priors(sizes, strides, device=device)
+    scores = flatten_levels(cls_scores).sigmoid()
+    rboxes = distance_angle_to_rbox(priors, flatten_levels(outputs.bbox_preds), flatten_levels(outputs.angle_preds))
+    input_hw = (sizes[0][0] * strides[0], sizes[0][1] * strides[0])
+    return Candidates(scores, rboxes, prior_level_ids(sizes, device), input_hw)
+
+
+def rescale_rboxes(rboxes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Rotated boxes ``[N, 5]`` scaled by ``scale`` ``[N, 2]`` (sx, sy) per box (MMRotate's ``RotatedBoxes.rescale_``):
+    centres times (sx, sy), ``w * |(sx cos, sy sin)|``, ``h * |(sx sin, sy cos)|``, angle ``atan2(sx sin, sy cos)``."""
+    sx, sy = scale[:, 0:1], scale[:, 1:2]
+    ctr, w, h, t = rboxes[:, :2], rboxes[:, 2:3], rboxes[:, 3:4], rboxes[:, 4:5]
+    cos, sin = torch.cos(t), torch.sin(t)
+    return torch.cat([ctr * scale, w * torch.sqrt((sx * cos) ** 2 + (sy * sin) ** 2),
+                      h * torch.sqrt((sx * sin) ** 2 + (sy * cos) ** 2), torch.atan2(sx * sin, sy * cos)], dim=1)
+
+
+def postprocess_rotated(candidates: Candidates, cfg: PostprocessConfig, scale_factors: torch.Tensor
+                        ) -> list[Detections]:
+    """Per-image rotated detections (``Detections.boxes`` are ``[N, 5]`` rotated boxes in original-image pixels)
+    from :class:`Candidates` of :func:`decode_rotated`. ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) =
+    resized / original size per image."""
+    scores, rboxes, level_ids = candidates.scores, candidates.boxes, candidates.level_ids
+    device = scores.device
+    batch, _, num_classes = scores.shape
+    num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
+
+    img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
+    cand_scores = scores.view(batch, -1)[img, flat]
+    prior, label = flat // num_classes, flat % num_classes
+    order = torch.sort(cand_scores, descending=True, stable=True).indices
+    rank = _rank_in_segment(img * num_levels + level_ids[prior], order)
+    order = order[rank[order] < cfg.nms_pre]
+    img, prior, label, cand_scores = img[order], prior[order], label[order], cand_scores[order]
+
+    # float32(1 / scale), computed in double as the reference's Python floats
+    inv_scale = (1.0 / scale_factors.to(device=device, dtype=torch.float64)).float()
+    boxes = rescale_rboxes(rboxes[img, prior], inv_scale[img])
+    if cfg.min_bbox_size >= 0:
+        ok = (boxes[:, 2] > cfg.min_bbox_size) & (boxes[:, 3] > cfg.min_bbox_size)
+        boxes, img, prior, label, cand_scores = boxes[ok], img[ok], prior[ok], label[ok], cand_scores[ok]
+
+    groups = img if cfg.agnostic else img * num_classes + label
+    nms_boxes = boxes
+    if not cfg.agnostic and boxes.numel():
+        # MMCV's batched_nms for rotated boxes, per image: centres + label * (max centre coordinate + max side + 1)
+        amax = torch.full((batch,), float("-inf"), device=device)
+        max_ctr = amax.scatter_reduce(0, img, boxes[:, :2].max(dim=1).values, reduce="amax")
+        max_side = amax.clone().scatter_reduce(0, img, boxes[:, 2:4].max(dim=1).values, reduce="amax")
+        offset = label.to(boxes.dtype) * (max_ctr[img] + max_side[img] + 1)
+        nms_boxes = torch.cat([boxes[:, :2] + offset[:, None], boxes[:, 2:]], dim=1)
+    keep = batched_nms(nms_boxes, cand_scores, groups, cfg.iou_thr, images=img, max_per_image=cfg.max_per_img,
+                       presorted=True, iou_fn=rotated_iou, inclusive=True, block=NMS_BLOCK)
+
+    k_img = img[keep]
+    rank = _rank_in_segment(k_img, torch.arange(keep.numel(), device=device))
+    keep = keep[rank < cfg.max_per_img]
+    k_img = img[keep]
+    keep = keep[torch.sort(k_img, stable=True).indices]
+    counts = torch.bincount(k_img, minlength=batch).tolist()
+    return [Detections(*fields) for fields in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
+                                                  label[keep].split(counts), prior[keep].split(counts))]
