@@ -107,6 +107,11 @@ class RTMDet:
     def task(self) -> str:
         return self.cfg.task
 
+    def _refuse_rotated(self, action: str) -> None:
+        if self.cfg.task == "rotated":
+            raise NotImplementedError(f"{action} is not implemented yet for rotated models ({self.cfg.name}); "
+                                      "predict works")
+
     def __repr__(self) -> str:
         kind = type(self.backend).__name__ if self.net is None else \
             f"params={sum(p.numel() for p in self.net.parameters()) / 1e6:.2f}M"
@@ -222,6 +227,7 @@ class RTMDet:
         from .data.datasets import load_dataset
         from .eval.detection import evaluate
 
+        self._refuse_rotated("evaluation (DOTA mAP)")
         kwargs = {"img_dir": images} if images is not None else {}
         dataset = load_dataset(data, "val", **kwargs)
         if image_ids is not None:
@@ -290,6 +296,7 @@ class RTMDet:
             raise ValueError(f"unsupported export format {format!r}: use 'onnx' (TensorRT engines are built from it)")
         if self.net is None:
             raise ValueError("this model is already an exported graph")
+        self._refuse_rotated("export")
         from .export.onnx import export_onnx
 
         post = dataclasses.replace(self.cfg.deploy, score_thr=conf, iou_thr=iou if iou is not None else

@@ -77,6 +77,22 @@ def _ins(name: str, size: str, deepen: float, widen: float, neck_blocks: int) ->
                                                mask_thr=0.5))
 
 
+DOTA_CLASSES = ("plane", "baseball-diamond", "bridge", "ground-track-field", "small-vehicle", "large-vehicle", "ship",
+                "tennis-court", "basketball-court", "storage-tank", "soccer-ball-field", "roundabout", "harbor",
+                "swimming-pool", "helicopter")  # DOTA-v1.0, MMRotate's order
+
+
+def _rot(name: str, size: str, deepen: float, widen: float, neck_blocks: int, *, exp_on_reg: bool) -> RTMDetConfig:
+    """RTMDet-R: the detector's backbone, neck and towers of that size with the angle branch, 15 DOTA classes,
+    1024 input and its DOTA test_cfg (fact sheet A.7)."""
+    return RTMDetConfig(name=name, task="rotated", size=size, num_classes=len(DOTA_CLASSES), class_names=DOTA_CLASSES,
+                        net=NetConfig(deepen_factor=deepen, widen_factor=widen, neck_blocks=neck_blocks,
+                                      exp_on_reg=exp_on_reg),
+                        data=DataConfig(input_size=1024),
+                        eval=PostprocessConfig(score_thr=0.05, iou_thr=0.1, nms_pre=2000, max_per_img=2000,
+                                               min_bbox_size=0.0))
+
+
 _PERSON_EVAL = PostprocessConfig(score_thr=0.05, iou_thr=0.6, nms_pre=1000, max_per_img=100)
 _CONFIGS: dict[str, RTMDetConfig] = {c.name: c for c in (
     _det("rtmdet-tiny", "tiny", 0.167, 0.375, 1, exp_on_reg=False),
@@ -99,6 +115,10 @@ _CONFIGS: dict[str, RTMDetConfig] = {c.name: c for c in (
     _ins("rtmdet-ins-m", "m", 0.67, 0.75, 2),
     _ins("rtmdet-ins-l", "l", 1.0, 1.0, 3),
     _ins("rtmdet-ins-x", "x", 1.33, 1.25, 4),
+    _rot("rtmdet-r-tiny", "tiny", 0.167, 0.375, 1, exp_on_reg=False),
+    _rot("rtmdet-r-s", "s", 0.33, 0.5, 1, exp_on_reg=False),
+    _rot("rtmdet-r-m", "m", 0.67, 0.75, 2, exp_on_reg=True),
+    _rot("rtmdet-r-l", "l", 1.0, 1.0, 3, exp_on_reg=True),
 )}
 
 
@@ -138,7 +158,8 @@ _COCO_AP_NOTE = ("box_ap from mmdet metafile.yml; box_ap_readme from the README 
                  "test_cfg change of mmdetection PR #9494 (+0.1-0.3 AP)")
 _INS_NOTE = ("RTMDet-Ins (instance segmentation): boxes and masks as the reference (boundary ties aside); "
              "trained, evaluated (box and mask AP) and exported")
-_RESERVED_ROT = "RTMDet-R (rotated boxes, DOTA-v1.0, 15 classes): reserved, rtmkit does not build it yet"
+_ROT_NOTE = ("RTMDet-R (rotated boxes, DOTA-v1.0, 15 classes): predict gives the reference's rotated boxes; "
+             "training, DOTA evaluation and export are not implemented yet")
 _DOTA_METRICS_NOTE = "DOTA-v1.0 test server mmAP/mAP50/mAP75 from the mmrotate README"
 
 _ENTRIES: list[ModelEntry] = [
@@ -193,40 +214,36 @@ _ENTRIES: list[ModelEntry] = [
            "78d1d652", "segment", {"box_ap": 51.2, "mask_ap": 43.7}, notes=_INS_NOTE),
     _entry("rtmdet-ins-x", _mmdet("rtmdet-ins_x_8xb16-300e_coco", "20221124_111313-33d4595b"),
            "33d4595b", "segment", {"box_ap": 52.4, "mask_ap": 44.6}, notes=_INS_NOTE),
-    # ---- Rotated detection, DOTA-v1.0 / HRSC (mmrotate 1.x README): reserved ----
+    # ---- Rotated detection, DOTA-v1.0 / HRSC (mmrotate 1.x README) ----
     # Single-scale training, ImageNet-pretrained backbone. The mmrotate metafile lists mAP 75.60 for tiny
     # (README: 75.36) and "Weights: todo" for all; the README URLs are used.
     _entry("rtmdet-r-tiny", _mmrot("rotated_rtmdet_tiny-3x-dota", "9d821076"), "9d821076", "rotated",
-           {"dota_mmap": 47.37, "dota_map50": 75.36, "dota_map75": 50.64}, supported=False,
-           notes=_RESERVED_ROT),
+           {"dota_mmap": 47.37, "dota_map50": 75.36, "dota_map75": 50.64}, notes=_ROT_NOTE),
     _entry("rtmdet-r-s", _mmrot("rotated_rtmdet_s-3x-dota", "11f6ccf5"), "11f6ccf5", "rotated",
-           {"dota_mmap": 48.16, "dota_map50": 76.93, "dota_map75": 50.59}, supported=False,
-           notes=_RESERVED_ROT),
+           {"dota_mmap": 48.16, "dota_map50": 76.93, "dota_map75": 50.59}, notes=_ROT_NOTE),
     _entry("rtmdet-r-m", _mmrot("rotated_rtmdet_m-3x-dota", "beeadda6"), "beeadda6", "rotated",
-           {"dota_mmap": 50.56, "dota_map50": 78.24, "dota_map75": 54.47}, supported=False,
-           notes=_RESERVED_ROT),
+           {"dota_mmap": 50.56, "dota_map50": 78.24, "dota_map75": 54.47}, notes=_ROT_NOTE),
     _entry("rtmdet-r-l", _mmrot("rotated_rtmdet_l-3x-dota", "23992372"), "23992372", "rotated",
-           {"dota_mmap": 51.01, "dota_map50": 78.85, "dota_map75": 55.21}, supported=False,
-           notes=_RESERVED_ROT),
+           {"dota_mmap": 51.01, "dota_map50": 78.85, "dota_map75": 55.21}, notes=_ROT_NOTE),
     # Multi-scale + random-rotate training: same networks as above (``arch``), other weights: "<arch>.<tag>".
     _entry("rtmdet-r-tiny.ms", _mmrot("rotated_rtmdet_tiny-3x-dota_ms", "f12286ff"), "f12286ff", "rotated",
            {"dota_mmap": 53.59, "dota_map50": 79.82, "dota_map75": 58.87}, arch="rtmdet-r-tiny",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
+           notes=_ROT_NOTE + "; multi-scale training"),
     _entry("rtmdet-r-s.ms", _mmrot("rotated_rtmdet_s-3x-dota_ms", "20ead048"), "20ead048", "rotated",
            {"dota_mmap": 54.43, "dota_map50": 79.98, "dota_map75": 60.07}, arch="rtmdet-r-s",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
+           notes=_ROT_NOTE + "; multi-scale training"),
     _entry("rtmdet-r-m.ms", _mmrot("rotated_rtmdet_m-3x-dota_ms", "c71eb375"), "c71eb375", "rotated",
            {"dota_mmap": 55.00, "dota_map50": 80.26, "dota_map75": 61.26}, arch="rtmdet-r-m",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
+           notes=_ROT_NOTE + "; multi-scale training"),
     _entry("rtmdet-r-l.ms", _mmrot("rotated_rtmdet_l-3x-dota_ms", "2738da34"), "2738da34", "rotated",
            {"dota_mmap": 55.52, "dota_map50": 80.54, "dota_map75": 61.47}, arch="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; multi-scale training"),
+           notes=_ROT_NOTE + "; multi-scale training"),
     _entry("rtmdet-r-l.coco-ms", _mmrot("rotated_rtmdet_l-coco_pretrain-3x-dota_ms", "06d248a2"), "06d248a2",
            "rotated", {"dota_mmap": 56.74, "dota_map50": 81.33, "dota_map75": 63.45}, arch="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; COCO-pretrained, multi-scale training"),
+           notes=_ROT_NOTE + "; COCO-pretrained, multi-scale training"),
     _entry("rtmdet-r-l.aug", _mmrot("rotated_rtmdet_l-100e-aug-dota", "bc59fd88"), "bc59fd88", "rotated",
            {"dota_mmap": 54.59, "dota_map50": 80.16, "dota_map75": 61.16}, arch="rtmdet-r-l",
-           supported=False, notes=_RESERVED_ROT + "; 100 epochs with Mixup+Mosaic"),
+           notes=_ROT_NOTE + "; 100 epochs with Mixup+Mosaic"),
     _entry("rtmdet-r-tiny-hrsc", _mmrot("rotated_rtmdet_tiny-9x-hrsc", "9f2e3ca6"), "9f2e3ca6", "rotated",
            {"hrsc_map07": 90.6, "hrsc_map12": 97.1}, supported=False,
            notes="RTMDet-R tiny on HRSC2016 (1 class, 800 input): reserved, rtmkit does not build it yet"),

@@ -20,9 +20,14 @@ def test_replace_routes_flat_fields_and_refuses_unknown_ones():
 def test_explicit_task_and_size():
     assert [CONFIGS[f"rtmdet-{s}"].size for s in ("tiny", "s", "m", "l", "x")] == ["tiny", "s", "m", "l", "x"]
     assert CONFIGS["rtmdet-nano-person"].size == "nano" and CONFIGS["rtmdet-m-person"].size == "m"
-    assert {n for n, c in CONFIGS.items() if c.task != "detect"} == {f"rtmdet-ins-{s}" for s in
-                                                                    ("tiny", "s", "m", "l", "x")}
+    assert {n for n, c in CONFIGS.items() if c.task != "detect"} == (
+        {f"rtmdet-ins-{s}" for s in ("tiny", "s", "m", "l", "x")} | {f"rtmdet-r-{s}" for s in ("tiny", "s", "m", "l")})
     assert all(CONFIGS[f"rtmdet-ins-{s}"].task == "segment" for s in ("tiny", "s", "m", "l", "x"))
+    assert all(CONFIGS[f"rtmdet-r-{s}"].task == "rotated" for s in ("tiny", "s", "m", "l"))
+    # the R networks are the detectors' of the same size (exp_on_reg included) with 15 DOTA classes at 1024
+    for s in ("tiny", "s", "m", "l"):
+        r, d = CONFIGS[f"rtmdet-r-{s}"], CONFIGS[f"rtmdet-{s}"]
+        assert r.net == d.net and r.num_classes == 15 and r.data.input_size == 1024 and r.size == d.size
 
 
 def test_round_trip_and_files_of_rtmkit_0_1():
@@ -41,6 +46,6 @@ def test_one_name_table():
     assert MODELS["rtmdet-r-l.coco-ms"].arch == "rtmdet-r-l"  # other weights of a listed architecture
     assert lookup("RTMDet_S") is MODELS["rtmdet-s"]
     with pytest.raises(UnsupportedModelError, match="reserved"):
-        get_config("rtmdet-r-s")
+        get_config("rtmdet-r-tiny-hrsc")
     with pytest.raises(KeyError, match="unknown model"):
         get_config("rtmdet-huge")

@@ -37,8 +37,9 @@ def test_version_and_models(capsys):
     assert rows["rtmdet-s"][1:5] == ["detect", "s", "640", "80"] and rows["rtmdet-s"][5].endswith("-387a891e.pth")
     assert rows["rtmdet-nano"][5:] == ["none", "(train", "your", "own)"]
     assert rows["rtmdet-ins-s"][1:5] == ["segment", "s", "640", "80"]
-    assert "rtmdet-r-s" not in rows  # reserved names only with --all
-    assert main(["models", "--all"]) == 0 and "rtmdet-r-l.coco-ms" in capsys.readouterr().out
+    assert rows["rtmdet-r-s"][1:5] == ["rotated", "s", "1024", "15"]
+    assert "rtmdet-r-tiny-hrsc" not in rows  # reserved names only with --all
+    assert main(["models", "--all"]) == 0 and "rtmdet-r-tiny-hrsc" in capsys.readouterr().out
 
 
 def test_errors_in_cli_words(capsys):

@@ -13,10 +13,11 @@ from ..config import PostprocessConfig
 from ..data.preprocess import letterbox_batch, preprocess
 from ..models.masks import crop_to_boxes, input_masks_to_image, instance_masks, seg_inputs
 from ..models.postprocess import Candidates, Detections, postprocess
+from ..models.postprocess_rot import decode_rotated, postprocess_rotated
 from ..ops.boxes import grid_priors
 from ..ops.levels import input_level_sizes
 from ..results import Result
-from ..structures import SegOutputs
+from ..structures import RotOutputs, SegOutputs
 from .backend import Backend
 
 
@@ -78,12 +79,16 @@ class Predictor:
         if self.backend.graph == "end2end":
             self._check_end2end(post)
             dets = _end2end_detections(outputs, post, scales, orig)
+        elif isinstance(outputs, RotOutputs):  # RTMDet-R: rotated boxes, le90, in original pixels
+            dets = postprocess_rotated(decode_rotated(outputs, self.backend.strides), post, scales)
         else:
             candidates: Candidates = self.backend.decode(outputs, (size, size))
             dets = postprocess(candidates, post, scales, orig)
         masks = [m.cpu().numpy() if m is not None else None for m in self._masks(outputs, dets, post, scales, orig)]
-        results = [Result(d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(), d.labels.cpu().numpy(),
-                          self.names, tuple(img.shape[:2]), orig_img=img, masks=m)
+        rotated = isinstance(outputs, RotOutputs)
+        results = [Result(None if rotated else d.boxes.float().cpu().numpy(), d.scores.float().cpu().numpy(),
+                          d.labels.cpu().numpy(), self.names, tuple(img.shape[:2]), orig_img=img, masks=m,
+                          rboxes=d.boxes.float().cpu().numpy() if rotated else None)
                    for img, d, m in zip(images, dets, masks)]
         t3 = time.perf_counter()
         n = len(images)

@@ -32,7 +32,7 @@ class Detections:
     heads can gather their extra per-prior outputs (mask kernels, angles) for exactly the kept detections.
     """
 
-    boxes: torch.Tensor  # [N, 4] xyxy float32
+    boxes: torch.Tensor  # [N, 4] xyxy float32; RTMDet-R: [N, 5] rotated boxes (cx, cy, w, h, angle le90)
     scores: torch.Tensor  # [N]
     labels: torch.Tensor  # [N] int64
     prior_inds: torch.Tensor | None = None  # [N] int64
