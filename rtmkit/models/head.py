@@ -69,17 +69,24 @@ class RTMDetSepBNHead(nn.Module):
         for conv in self.rtm_cls:
             nn.init.constant_(conv.bias, prior_bias)
 
+    def towers(self, level: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The classification and box towers of one level: ``(cls_feat, reg_feat)``."""
+        cls_feat, reg_feat = x, x
+        for layer in self.cls_convs[level]:
+            cls_feat = layer(cls_feat)
+        for layer in self.reg_convs[level]:
+            reg_feat = layer(reg_feat)
+        return cls_feat, reg_feat
+
+    def distances(self, level: int, reg_feat: torch.Tensor) -> torch.Tensor:
+        """Box distances of one level in input pixels: ``rtm_reg`` (exponentiated with ``exp_on_reg``) x stride."""
+        reg = self.rtm_reg[level](reg_feat)
+        return (reg.exp() if self.exp_on_reg else reg) * self.strides[level]
+
     def forward(self, feats: list[torch.Tensor]) -> DetOutputs:
         cls_scores, bbox_preds = [], []
-        for level, (x, stride) in enumerate(zip(feats, self.strides)):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_convs[level]:
-                cls_feat = layer(cls_feat)
-            for layer in self.reg_convs[level]:
-                reg_feat = layer(reg_feat)
-            reg = self.rtm_reg[level](reg_feat)
-            if self.exp_on_reg:
-                reg = reg.exp()
+        for level, x in enumerate(feats):
+            cls_feat, reg_feat = self.towers(level, x)
             cls_scores.append(self.rtm_cls[level](cls_feat))
-            bbox_preds.append(reg * stride)
+            bbox_preds.append(self.distances(level, reg_feat))
         return DetOutputs(cls_scores, bbox_preds)

@@ -28,16 +28,9 @@ class RotatedRTMDetSepBNHead(RTMDetSepBNHead):
 
     def forward(self, feats: list[torch.Tensor]) -> RotOutputs:
         cls_scores, bbox_preds, angle_preds = [], [], []
-        for level, (x, stride) in enumerate(zip(feats, self.strides)):
-            cls_feat, reg_feat = x, x
-            for layer in self.cls_convs[level]:
-                cls_feat = layer(cls_feat)
-            for layer in self.reg_convs[level]:
-                reg_feat = layer(reg_feat)
-            reg = self.rtm_reg[level](reg_feat)
-            if self.exp_on_reg:
-                reg = reg.exp()
+        for level, x in enumerate(feats):
+            cls_feat, reg_feat = self.towers(level, x)
             cls_scores.append(self.rtm_cls[level](cls_feat))
-            bbox_preds.append(reg * stride)
+            bbox_preds.append(self.distances(level, reg_feat))
             angle_preds.append(self.rtm_ang[level](reg_feat))
         return RotOutputs(cls_scores, bbox_preds, angle_preds)

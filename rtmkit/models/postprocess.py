@@ -67,6 +67,21 @@ def _rank_in_segment(segment: torch.Tensor, order: torch.Tensor) -> torch.Tensor
     return rank
 
 
+def select_candidates(scores: torch.Tensor, level_ids: torch.Tensor, cfg: PostprocessConfig
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (image, prior, class) triples with score > ``score_thr``, the ``nms_pre`` best of every (image, level),
+    in descending score order: ``(image, prior, label, score)`` ``[K]`` each. ``scores`` ``[B, N, C]``."""
+    batch, _, num_classes = scores.shape
+    num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
+    img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
+    cand_scores = scores.view(batch, -1)[img, flat]
+    prior, label = flat // num_classes, flat % num_classes
+    order = torch.sort(cand_scores, descending=True, stable=True).indices
+    rank = _rank_in_segment(img * num_levels + level_ids[prior], order)
+    order = order[rank[order] < cfg.nms_pre]
+    return img[order], prior[order], label[order], cand_scores[order]
+
+
 def decode(outputs: DetOutputs, strides: tuple[int, ...]) -> Candidates:
     """Raw head outputs -> :class:`Candidates` (sigmoid scores, boxes decoded from the prior points)."""
     cls_scores, bbox_preds = outputs.cls_scores, outputs.bbox_preds
@@ -85,20 +100,11 @@ def postprocess(candidates: Candidates, cfg: PostprocessConfig, scale_factors: t
     clamped in the padded input frame). ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) = resized /
     original size per image. ``orig_sizes``: ``[B, 2]`` (h, w) of the original images, for ``cfg.clip == "image"``.
     """
-    scores, boxes, level_ids = candidates.scores, candidates.boxes, candidates.level_ids
+    scores, boxes = candidates.scores, candidates.boxes
     device = scores.device
     batch, _, num_classes = scores.shape
     in_h, in_w = candidates.input_hw
-    num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
-
-    # (image, prior, class) triples above threshold, visited in descending score order.
-    img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
-    cand_scores = scores.view(batch, -1)[img, flat]
-    prior, label = flat // num_classes, flat % num_classes
-    order = torch.sort(cand_scores, descending=True, stable=True).indices
-    rank = _rank_in_segment(img * num_levels + level_ids[prior], order)
-    order = order[rank[order] < cfg.nms_pre]
-    img, prior, label, cand_scores = img[order], prior[order], label[order], cand_scores[order]
+    img, prior, label, cand_scores = select_candidates(scores, candidates.level_ids, cfg)
 
     boxes = boxes[img, prior]
     if cfg.clip != "none":

@@ -19,7 +19,7 @@ from ..ops.levels import flatten_levels, level_sizes, prior_level_ids
 from ..ops.nms import batched_nms
 from ..ops.rotated import NMS_BLOCK, rotated_iou
 from ..structures import RotOutputs
-from .postprocess import Candidates, Detections, _rank_in_segment
+from .postprocess import Candidates, Detections, _rank_in_segment, select_candidates
 
 
 def distance_angle_to_rbox(points: torch.Tensor, distance: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -63,18 +63,10 @@ def postprocess_rotated(candidates: Candidates, cfg: PostprocessConfig, scale_fa
     """Per-image rotated detections (``Detections.boxes`` are ``[N, 5]`` rotated boxes in original-image pixels)
     from :class:`Candidates` of :func:`decode_rotated`. ``scale_factors``: ``[B, 2]`` float64 (w_scale, h_scale) =
     resized / original size per image."""
-    scores, rboxes, level_ids = candidates.scores, candidates.boxes, candidates.level_ids
+    scores, rboxes = candidates.scores, candidates.boxes
     device = scores.device
     batch, _, num_classes = scores.shape
-    num_levels = int(level_ids.max()) + 1 if level_ids.numel() else 1
-
-    img, flat = torch.nonzero(scores.view(batch, -1) > cfg.score_thr, as_tuple=True)
-    cand_scores = scores.view(batch, -1)[img, flat]
-    prior, label = flat // num_classes, flat % num_classes
-    order = torch.sort(cand_scores, descending=True, stable=True).indices
-    rank = _rank_in_segment(img * num_levels + level_ids[prior], order)
-    order = order[rank[order] < cfg.nms_pre]
-    img, prior, label, cand_scores = img[order], prior[order], label[order], cand_scores[order]
+    img, prior, label, cand_scores = select_candidates(scores, candidates.level_ids, cfg)
 
     # float32(1 / scale), computed in double as the reference's Python floats
     inv_scale = (1.0 / scale_factors.to(device=device, dtype=torch.float64)).float()
