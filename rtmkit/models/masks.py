@@ -92,11 +92,13 @@ def resize_mask_logits(logits: torch.Tensor, scale_factor: tuple[float, float], 
 
 
 @functools.lru_cache(maxsize=64)
-def _axis_weights(low: int, up_scale: int, resized: int, keep: int, dtype: torch.dtype) -> torch.Tensor:
+def _axis_weights(low: int, up_scale: int, resized: int, keep: int, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``[keep, low]`` weights taking ``low`` stride-8 samples of one axis to the first ``keep`` pixels of that
     axis in the original image: the x``up_scale`` bilinear upsampling then the resize to ``resized`` pixels
     (both ``align_corners=False``, PyTorch's source-index rule, clamped at the edges), composed. Each row has at
-    most four non-zero weights, non-negative and summing to one."""
+    most four non-zero weights, non-negative and summing to one. Also, per output pixel, the first and last
+    sample it depends on (``[keep]`` each, non-decreasing along the axis)."""
 
     def linear(n_in: int, n_out: int, scale: float) -> torch.Tensor:
         src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * scale - 0.5).clamp(min=0)
@@ -114,7 +116,8 @@ def _axis_weights(low: int, up_scale: int, resized: int, keep: int, dtype: torch
     if keep > resized:
         raise ValueError(f"the resized mask ({resized} px) is smaller than the image ({keep} px): scale factor "
                          "does not match the image size")
-    return (second[:keep] @ first).to(dtype)  # cached: callers must not modify it
+    weights = (second[:keep] @ first).to(dtype)
+    return (weights, *_support(weights))  # cached: callers must not modify them
 
 
 def paste_masks(logits: torch.Tensor, scale_factor: tuple[float, float], orig_hw: tuple[int, int],
@@ -141,11 +144,10 @@ def paste_masks(logits: torch.Tensor, scale_factor: tuple[float, float], orig_hw
         return out
     t = math.log(threshold / (1 - threshold))
     inv_w, inv_h = 1 / scale_factor[0], 1 / scale_factor[1]
-    rows = _axis_weights(h, MASK_STRIDE, math.ceil(h * MASK_STRIDE * inv_w), orig_h, logits.dtype).to(logits.device)
-    cols = _axis_weights(w, MASK_STRIDE, math.ceil(w * MASK_STRIDE * inv_h), orig_w, logits.dtype).to(logits.device)
-    # per output pixel, the first and last stride-8 sample it depends on (monotonic along the axis)
-    row_lo, row_hi = _support(rows)
-    col_lo, col_hi = _support(cols)
+    rows, row_lo, row_hi = (t.to(logits.device) for t in
+                            _axis_weights(h, MASK_STRIDE, math.ceil(h * MASK_STRIDE * inv_w), orig_h, logits.dtype))
+    cols, col_lo, col_hi = (t.to(logits.device) for t in
+                            _axis_weights(w, MASK_STRIDE, math.ceil(w * MASK_STRIDE * inv_h), orig_w, logits.dtype))
     above = logits > t
     row_any, col_any = above.any(2), above.any(1)  # [N, h], [N, w]
     has = row_any.any(1)

@@ -141,13 +141,18 @@ def postprocess(candidates: Candidates, cfg: PostprocessConfig, scale_factors: t
     keep = batched_nms(nms_boxes, cand_scores, groups, cfg.iou_thr, images=img,
                        max_per_image=cfg.max_per_img, presorted=True)
 
-    # Kept boxes are in score order; take the first max_per_img of every image.
+    return per_image_detections(keep, img, batch, cfg.max_per_img, boxes, cand_scores, label, prior)
+
+
+def per_image_detections(keep: torch.Tensor, img: torch.Tensor, batch: int, max_per_img: int, boxes: torch.Tensor,
+                         scores: torch.Tensor, labels: torch.Tensor, priors: torch.Tensor) -> list[Detections]:
+    """NMS's kept indices (descending score over the whole batch; ``img`` the image of every candidate) -> the
+    first ``max_per_img`` of every image, one :class:`Detections` per image."""
     k_img = img[keep]
-    rank = _rank_in_segment(k_img, torch.arange(keep.numel(), device=device))
-    keep = keep[rank < cfg.max_per_img]
+    rank = _rank_in_segment(k_img, torch.arange(keep.numel(), device=keep.device))
+    keep = keep[rank < max_per_img]
     k_img = img[keep]
-    by_img = torch.sort(k_img, stable=True).indices
-    keep = keep[by_img]
+    keep = keep[torch.sort(k_img, stable=True).indices]
     counts = torch.bincount(k_img, minlength=batch).tolist()
-    return [Detections(*fields) for fields in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
-                                                  label[keep].split(counts), prior[keep].split(counts))]
+    return [Detections(*fields) for fields in zip(boxes[keep].split(counts), scores[keep].split(counts),
+                                                  labels[keep].split(counts), priors[keep].split(counts))]

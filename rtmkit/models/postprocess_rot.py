@@ -16,10 +16,9 @@ import torch
 from ..config import PostprocessConfig
 from ..ops.boxes import grid_priors
 from ..ops.levels import flatten_levels, level_sizes, prior_level_ids
-from ..ops.nms import batched_nms
-from ..ops.rotated import NMS_BLOCK, rotated_iou
+from ..ops.rotated import batched_nms_rotated
 from ..structures import RotOutputs
-from .postprocess import Candidates, Detections, _rank_in_segment, select_candidates
+from .postprocess import Candidates, Detections, per_image_detections, select_candidates
 
 
 def distance_angle_to_rbox(points: torch.Tensor, distance: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
@@ -65,7 +64,7 @@ def postprocess_rotated(candidates: Candidates, cfg: PostprocessConfig, scale_fa
     resized / original size per image."""
     scores, rboxes = candidates.scores, candidates.boxes
     device = scores.device
-    batch, _, num_classes = scores.shape
+    batch = scores.shape[0]
     img, prior, label, cand_scores = select_candidates(scores, candidates.level_ids, cfg)
 
     # float32(1 / scale), computed in double as the reference's Python floats
@@ -75,23 +74,7 @@ def postprocess_rotated(candidates: Candidates, cfg: PostprocessConfig, scale_fa
         ok = (boxes[:, 2] > cfg.min_bbox_size) & (boxes[:, 3] > cfg.min_bbox_size)
         boxes, img, prior, label, cand_scores = boxes[ok], img[ok], prior[ok], label[ok], cand_scores[ok]
 
-    groups = img if cfg.agnostic else img * num_classes + label
-    nms_boxes = boxes
-    if not cfg.agnostic and boxes.numel():
-        # MMCV's batched_nms for rotated boxes, per image: centres + label * (max centre coordinate + max side + 1)
-        amax = torch.full((batch,), float("-inf"), device=device)
-        max_ctr = amax.scatter_reduce(0, img, boxes[:, :2].max(dim=1).values, reduce="amax")
-        max_side = amax.clone().scatter_reduce(0, img, boxes[:, 2:4].max(dim=1).values, reduce="amax")
-        offset = label.to(boxes.dtype) * (max_ctr[img] + max_side[img] + 1)
-        nms_boxes = torch.cat([boxes[:, :2] + offset[:, None], boxes[:, 2:]], dim=1)
-    keep = batched_nms(nms_boxes, cand_scores, groups, cfg.iou_thr, images=img, max_per_image=cfg.max_per_img,
-                       presorted=True, iou_fn=rotated_iou, inclusive=True, block=NMS_BLOCK)
-
-    k_img = img[keep]
-    rank = _rank_in_segment(k_img, torch.arange(keep.numel(), device=device))
-    keep = keep[rank < cfg.max_per_img]
-    k_img = img[keep]
-    keep = keep[torch.sort(k_img, stable=True).indices]
-    counts = torch.bincount(k_img, minlength=batch).tolist()
-    return [Detections(*fields) for fields in zip(boxes[keep].split(counts), cand_scores[keep].split(counts),
-                                                  label[keep].split(counts), prior[keep].split(counts))]
+    nms_labels = torch.zeros_like(label) if cfg.agnostic else label
+    keep = batched_nms_rotated(boxes, cand_scores, nms_labels, cfg.iou_thr, images=img, num_images=batch,
+                               max_per_image=cfg.max_per_img, presorted=True)
+    return per_image_detections(keep, img, batch, cfg.max_per_img, boxes, cand_scores, label, prior)

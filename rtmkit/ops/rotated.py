@@ -27,7 +27,7 @@ _AREA_EPS = 1e-14  # MMCV: a box with a smaller area overlaps nothing
 _PAIR_CHUNK = 1 << 16  # pairs per vectorised step (about 30 MB of float64 temporaries)
 # NMS blocks: smaller than for axis boxes (each rotated IoU costs more), so that most candidates are suppressed by
 # the boxes already kept before their block's own IoUs are computed
-NMS_BLOCK = 256
+_NMS_BLOCK = 256
 
 
 def rbox_corners(rboxes: torch.Tensor) -> torch.Tensor:
@@ -165,16 +165,26 @@ def nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, iou_thr: float) -> t
     """Greedy rotated NMS: indices of the kept boxes by descending score; a box is suppressed by a kept
     higher-scoring one when their IoU is at least ``iou_thr`` (MMCV's ``nms_rotated``: ``>=``)."""
     return batched_nms(rboxes, scores, torch.zeros_like(scores, dtype=torch.long), iou_thr, iou_fn=rotated_iou,
-                       inclusive=True, block=NMS_BLOCK)
+                       inclusive=True, block=_NMS_BLOCK)
 
 
-def batched_nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thr: float
-                        ) -> torch.Tensor:
-    """Class-aware rotated NMS as MMCV's ``batched_nms`` runs it for rotated boxes: every class's centres moved by
-    ``label * (max centre coordinate + max side + 1)``, added in the boxes' dtype (so the centres round as the
-    reference's do), then one NMS; boxes of different labels never suppress each other."""
+def batched_nms_rotated(rboxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thr: float, *,
+                        images: torch.Tensor | None = None, num_images: int = 1, max_per_image: int | None = None,
+                        presorted: bool = False) -> torch.Tensor:
+    """Class-aware rotated NMS as MMCV's ``batched_nms`` runs it for rotated boxes, per image: every class's
+    centres moved by ``label * (max centre coordinate + max side + 1)`` (maxima over the image's boxes), added in
+    the boxes' dtype so the centres round as the reference's do; boxes of different labels (or ``images``) never
+    suppress each other. ``images`` ``[N]`` (of ``num_images``) and ``max_per_image``, ``presorted``: as
+    :func:`~rtmkit.ops.nms.batched_nms`. Indices of the kept boxes by descending score."""
     if rboxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=rboxes.device)
-    offset = labels.to(rboxes.dtype) * (rboxes[:, :2].max() + rboxes[:, 2:4].max() + 1)
+    if images is None:
+        images = torch.zeros_like(labels)
+    amax = torch.full((num_images,), float("-inf"), dtype=rboxes.dtype, device=rboxes.device)
+    max_ctr = amax.scatter_reduce(0, images, rboxes[:, :2].max(dim=1).values, reduce="amax")
+    max_side = amax.clone().scatter_reduce(0, images, rboxes[:, 2:4].max(dim=1).values, reduce="amax")
+    offset = labels.to(rboxes.dtype) * (max_ctr[images] + max_side[images] + 1)
     moved = torch.cat([rboxes[:, :2] + offset[:, None], rboxes[:, 2:]], dim=1)
-    return batched_nms(moved, scores, labels, iou_thr, iou_fn=rotated_iou, inclusive=True, block=NMS_BLOCK)
+    groups = images * (int(labels.max()) + 1) + labels
+    return batched_nms(moved, scores, groups, iou_thr, images=images, max_per_image=max_per_image,
+                       presorted=presorted, iou_fn=rotated_iou, inclusive=True, block=_NMS_BLOCK)
